@@ -1,0 +1,48 @@
+"""The ``lscdistill`` command line (Typer). Each command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .demo import demo_command
+from .plan import plan_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="lscdistill",
+    help="Train networks toward fixed class centers (latent space configuration) instead of a classifier layer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lscdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """lscdistill: class centers from vector systems or teacher means, cosine loss, O(n_dim) label prediction.
+
+    Set LSCDISTILL_DEBUG=1 to see tracebacks instead of one-line errors.
+    """
+
+
+app.command("plan")(plan_command)
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,40 @@
+"""Shared CLI plumbing: consoles, one-line errors, option aliases."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+__all__ = ["JsonOpt", "err_console", "handle_errors", "out_console"]
+
+out_console = Console()  # results (stdout)
+err_console = Console(stderr=True)  # progress, diagnostics, errors (stderr)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: errors that mean "bad input": shown as one red line (set LSCDISTILL_DEBUG=1 for the traceback)
+KNOWN_ERRORS = (ValueError, IndexError, FileNotFoundError, PermissionError, KeyError)
+
+
+def handle_errors(func: F) -> F:
+    """Turn known errors into one red line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KNOWN_ERRORS as exc:
+            if os.environ.get("LSCDISTILL_DEBUG"):
+                raise
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
