@@ -48,3 +48,14 @@ def test_shuffled_system_is_a_permutation_of_the_base_system():
         assert torch.equal(torch.unique(vb[lo:hi], dim=0), torch.unique(vs[lo:hi], dim=0))
     assert not torch.equal(vb, vs)
     assert shuffled.describe() == {"name": "an", "n_dim": 6, "interpolations": 1, "projection": "drop_last", "seed": 42}
+
+
+def test_both_constructions_are_bijections():
+    # mixed radix: 147,840 = 384 * 385 and 8,192 = 64 * 128; binary: the primes 7,919 and 65,537, 8,193 = 3 * 2,731
+    for size, mixed in ((147_840, True), (7_919, False), (2**13, True), (2**13 + 1, False), (65_537, False)):
+        perm = KeyedPermutation(size, 123)
+        assert (perm.radix is not None) == mixed, size
+        idx = torch.arange(size)
+        out = perm.forward(idx)
+        assert torch.equal(torch.sort(out).values, idx)
+        assert torch.equal(perm.inverse(out), idx)

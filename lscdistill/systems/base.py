@@ -13,26 +13,38 @@ from typing import Any
 
 import torch
 
-__all__ = ["Candidates", "VectorSystem", "mark_degenerate", "unit_rows"]
+__all__ = ["Candidates", "VectorSystem", "mark_degenerate", "safe_rows", "unit_rows"]
 
 
-def unit_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unit-norm copy of the rows of ``z [B, D]``, safe for any input.
+_SAFE = (2.0**-40, 2.0**40)  # rows whose largest magnitude lies here have norms that neither overflow nor underflow
 
-    Rows are rescaled by their largest magnitude before the norm is taken, so values near the float limit do
-    not overflow. Half-precision input is computed in float32.
+
+def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of ``z [B, D]`` made safe for norms and dot products, without a full division when possible.
+
+    Rows whose largest magnitude is outside ``[2**-40, 2**40]`` are rescaled by it (so 1e35 does not overflow
+    a float32 norm, nor 1e-40 underflow); the others are left as they are. Half-precision input is computed in
+    float32.
 
     Returns:
-        ``(unit [B, D], ok [B], finite [B])``: ``ok`` is False for zero and non-finite rows, whose ``unit``
-        row is an arbitrary placeholder (never NaN); ``finite`` is False for rows with NaN or Inf.
+        ``(x [B, D], norm [B, 1], ok [B], finite [B])``: ``ok`` is False for zero and non-finite rows, whose
+        ``x`` row is an arbitrary placeholder (never NaN); ``finite`` is False for rows with NaN or Inf.
     """
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()  # half precision cannot separate 60-degree neighbours reliably at large n_dim
-    scale = z.abs().amax(dim=1, keepdim=True)
-    finite = torch.isfinite(z).all(dim=1)
-    ok = finite & (scale.squeeze(1) > 0)
-    safe = torch.where(ok[:, None], z / torch.where(ok[:, None], scale, 1.0), torch.ones_like(z))
-    return safe / torch.linalg.vector_norm(safe, dim=1, keepdim=True), ok, finite
+    scale = z.abs().amax(dim=1, keepdim=True)  # NaN and Inf propagate into the row's scale
+    finite = torch.isfinite(scale)
+    ok = finite & (scale > 0)
+    outside = ~ok | (scale < _SAFE[0]) | (scale > _SAFE[1])
+    if bool(outside.any()):
+        z = torch.where(ok, z / torch.where(outside & ok, scale, 1.0), 1.0)
+    return z, torch.linalg.vector_norm(z, dim=1, keepdim=True), ok.squeeze(1), finite.squeeze(1)
+
+
+def unit_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit-norm copy of the rows of ``z``: ``(unit [B, D], ok [B], finite [B])`` as in :func:`safe_rows`."""
+    x, norm, ok, finite = safe_rows(z)
+    return x / norm, ok, finite
 
 
 def mark_degenerate(
@@ -160,13 +172,13 @@ class VectorSystem(ABC):
             A zero row is equally near to every vector: it gets index 0 and cosine 0. A row with NaN or Inf
             gets index -1 and cosine NaN.
         """
-        unit, ok, finite = unit_rows(self._check_embeddings(z))
-        idx, cos = self._nearest(unit)
+        x, norm, ok, finite = safe_rows(self._check_embeddings(z))
+        idx, cos = self._nearest(x, norm)
         return mark_degenerate(idx, cos, ok, finite)
 
     @abstractmethod
-    def _nearest(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest vector for finite unit-norm rows: ``(index [B], cosine [B])``."""
+    def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest vector for finite nonzero rows ``x [B, D]`` of norms ``norm [B, 1]``: ``(index, cosine)``."""
 
     def candidates(self, z: torch.Tensor, m: int) -> Candidates | None:
         """A shortlist of vectors near each row of ``z`` with a certificate for everything left out.

@@ -79,14 +79,17 @@ class _Ranked:
         self.x = x
         self._top = x.new_empty((x.shape[0], 0), dtype=torch.long)
         self._top_work: torch.Tensor | None = None
+        self._argmin: torch.Tensor | None = None
         self._bottom: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def top(self, p: int) -> torch.Tensor:
+        if p == 1 and self._top.shape[1] == 0:  # the common case needs no working copy
+            self._top = self.x.argmax(dim=1, keepdim=True)
         if p > self._top.shape[1]:
             if self._top_work is None:
-                self._top_work = self.x.clone()
+                self._top_work = self.x.scatter(1, self._top, -_INF)
             cols = [self._top]
-            for _ in range(p - self._top.shape[1]):
+            for _ in range(p - self._top.shape[1]):  # next largest, first occurrence
                 i = self._top_work.argmax(dim=1, keepdim=True)
                 self._top_work.scatter_(1, i, -_INF)
                 cols.append(i)
@@ -94,6 +97,11 @@ class _Ranked:
         return self._top[:, :p]
 
     def bottom(self, p: int, q: int) -> torch.Tensor:
+        if q == 1 and p not in self._bottom:  # the common case: the minimum is not among the top p
+            if self._argmin is None:
+                self._argmin = self.x.argmin(dim=1, keepdim=True)
+            if p == 0 or not bool((self._argmin == self.top(p)).any()):
+                return self._argmin
         if p not in self._bottom:
             work = self.x.clone()
             if p:
@@ -398,19 +406,19 @@ class PatternSystem(VectorSystem):
         v = v[:, : self.n_dim] if self._drop else helmert(v) if self.projection == "orthonormal" else v
         return (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(dtype)
 
-    def _lift(self, unit: torch.Tensor) -> torch.Tensor:
-        return helmert_t(unit) if self.projection == "orthonormal" else unit
+    def _lift(self, z: torch.Tensor) -> torch.Tensor:
+        return helmert_t(z) if self.projection == "orthonormal" else z
 
     # ---------------------------------------------------------------------------------------- nearest
-    def _nearest(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ranked = _Ranked(self._lift(unit))
+    def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ranked = _Ranked(self._lift(x))
         indices, scores = [], []
         for fam, lo in zip(self.families, self._offsets, strict=False):
             pos, score = fam.best(ranked, self._drop)
             indices.append((lo + fam.index(pos))[:, None])
             scores.append(score)
         idx, score = _pick(indices, scores)
-        return idx.squeeze(1), score
+        return idx.squeeze(1), score / norm.squeeze(1)
 
     def shortlist_sizes(self) -> list[int]:
         """The ``m`` values worth trying in :meth:`candidates`, smallest first (shortlist stays bounded)."""

@@ -70,7 +70,8 @@ class PlanarSystem(VectorSystem):
         theta = self.angles(idx)
         return torch.stack([torch.cos(theta), torch.sin(theta)], dim=1).to(dtype)
 
-    def _nearest(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        unit = x / norm
         k, count = self.doublings, 4 * 2**self.doublings
         step = (math.pi / 2) / 2**k
         theta = torch.atan2(unit[:, 1].double(), unit[:, 0].double())

@@ -57,8 +57,8 @@ class ShuffledSystem(VectorSystem):
     def _vectors(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return self.base._vectors(self.to_base(idx), dtype)
 
-    def _nearest(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, cos = self.base._nearest(unit)
+    def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, cos = self.base._nearest(x, norm)
         return self.from_base(idx), cos
 
     def candidates(self, z: torch.Tensor, m: int) -> Candidates | None:

@@ -1,0 +1,56 @@
+"""The command line as a user meets it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from lscdistill import __version__
+from lscdistill.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_and_version():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "plan" in result.output and "demo" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"lscdistill {__version__}"
+
+
+def test_plan_json_and_text():
+    result = runner.invoke(app, ["plan", "--n-classes", "1281167", "--interpolations", "1", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["n_dim"] == 109 and data["size"] == 1_306_910 and data["system"] == "an"
+    result = runner.invoke(app, ["plan", "-n", "147840"])
+    assert result.exit_code == 0 and "n_dim = 384" in result.stdout and "147,840 vectors" in result.stdout
+
+
+def test_bad_input_is_one_line_on_stderr_with_exit_1():
+    result = runner.invoke(app, ["plan", "-n", "100", "--system", "bn"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: unknown vector system 'bn'")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = runner.invoke(app, ["plan", "-n", "0"])
+    assert result.exit_code == 2  # bad flag value: Click's usage error
+
+
+def test_demo_decodes_fast_like_bruteforce():
+    result = runner.invoke(app, ["demo", "--n-dim", "24", "--batch", "64"])
+    assert result.exit_code == 0, result.output
+    assert "same label as brute force: 100.0%" in result.stdout
+
+
+def test_console_script_entry_point_runs():
+    out = subprocess.run(
+        [sys.executable, "-c", "from lscdistill.cli import main; main()", "plan", "-n", "1000", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["n_dim"] == 32
