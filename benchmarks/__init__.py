@@ -1,0 +1,1 @@
+"""Benchmarks: measured as ratios in one process run, never as unit tests."""
