@@ -299,3 +299,21 @@ def test_planar_nearest_matches_brute_force(doublings, dtype):
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     assert (best - cosine_of(z, table, idx)).abs().max() <= tol
     torch.testing.assert_close(cos.double(), cosine_of(z, table, idx), atol=10 * tol, rtol=0)
+
+
+@given(
+    which=st.sampled_from(range(8)),
+    n=st.sampled_from([5, 17, 384]),
+    seed=st.one_of(st.none(), st.integers(0, 2**31)),
+    frac=st.floats(0, 1, exclude_max=True),
+)
+def test_index_vector_round_trip_property(which, n, seed, frac):
+    from conftest import SMALL_SYSTEMS
+
+    name, kwargs = SMALL_SYSTEMS[which]
+    system = create_system(name, n, seed=seed, **kwargs)
+    i = torch.tensor([int(frac * len(system)), len(system) - 1])
+    v = system.vectors(i, dtype=torch.float64)
+    back, cos = system.nearest(v)
+    assert torch.equal(back, i)
+    torch.testing.assert_close(cos, torch.ones(2, dtype=torch.float64))

@@ -201,6 +201,7 @@ class Family:
         """Mask of placements that belong to the family (``None``: all of them)."""
         return None
 
+    @lru_cache(maxsize=2)  # noqa: B019 - families are few and live as long as their system
     def variants(self, drop_last: bool) -> list[_Variant]:
         """Search variants: without a dropped coordinate one; with one, one per value that can sit there."""
         if not drop_last:
@@ -229,6 +230,7 @@ class Family:
             scores.append(dot / var.norm)
         return _pick(positions, scores)
 
+    @lru_cache(maxsize=2)  # noqa: B019
     def bound_variants(self, drop_last: bool) -> list[tuple[float, _Variant]]:
         """(value u, variant) pairs for the certificate: slot of value u forced off the shortlist."""
         out = []
