@@ -44,6 +44,7 @@ __all__ = ["TrainConfig", "TrainResult", "create_centers", "run_train"]
 
 OBJECTIVES = ("lsc", "ce")
 SCHEDULES = ("constant", "cosine")
+TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backed centers
 _CRASH_AT_STEP = int(os.environ.get("LSCDISTILL_CRASH_AT_STEP", "-1"))  # fault injection for the resume test
 #: fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "resume", "quiet", "log_every", "checkpoint_every", "keep_checkpoints", "workers"}
@@ -133,7 +134,8 @@ def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
     if spec["type"] == "store":
         from .stores import open_store
 
-        store = open_store(spec["path"])
+        # random rows rarely share a chunk: a small chunk cache bounds the memory at any n_classes
+        store = open_store(spec["path"], rdcc_nbytes=TRAIN_CHUNK_CACHE)
         if n_classes > store.n_classes:
             raise ValueError(f"labels reach class {n_classes - 1} but {spec['path']} has {store.n_classes:,} classes")
         return StoreCenters(store)

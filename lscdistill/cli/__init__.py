@@ -10,6 +10,7 @@ from .. import __version__
 from .demo import demo_command
 from .extract import extract_command
 from .plan import plan_command
+from .snap import snap_command
 from .stores import inspect_command, merge_command
 from .train import evaluate_command, predict_command, train_command
 
@@ -44,6 +45,7 @@ def _root(
 
 
 app.command("extract")(extract_command)
+app.command("snap")(snap_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)

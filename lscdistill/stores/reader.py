@@ -179,6 +179,6 @@ class Store:
         self.close()
 
 
-def open_store(path: str | os.PathLike) -> Store:
-    """Open and validate a store (see :class:`Store`)."""
-    return Store(path)
+def open_store(path: str | os.PathLike, *, rdcc_nbytes: int = 64 * 1024 * 1024) -> Store:
+    """Open and validate a store (see :class:`Store`); ``rdcc_nbytes`` is HDF5's chunk cache size."""
+    return Store(path, rdcc_nbytes=rdcc_nbytes)

@@ -83,6 +83,9 @@ class StoreWriter:
             self._matrix("centers", np.float32)
         if kind == "partial" or with_sums:
             self._matrix("sums", np.float64)
+        if kind == "snapped":  # each class's vector in the system (see the `system` attribute) and its cosine
+            self._file.create_dataset("system_index", shape=(self.n_classes,), dtype=np.int64)
+            self._file.create_dataset("cosine", shape=(self.n_classes,), dtype=np.float32)
         if class_names is not None:
             self._file.create_dataset(
                 "class_names", data=np.array(class_names, dtype=object), dtype=h5py.string_dtype()
