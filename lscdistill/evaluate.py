@@ -55,7 +55,7 @@ def _predict_batch(model, centers: Centers | None, x: torch.Tensor) -> dict[str,
         return {"out": out, "label": label, "score": conf}
     exact = centers.predict(out, mode="exact")
     result = {"out": out, "label": exact.labels, "score": exact.cosine, "fallback": exact.fallback}
-    if isinstance(centers, SystemCenters):
+    if centers.fast:
         fast = centers.predict(out, mode="fast")
         result |= {"fast_label": fast.labels, "fast_score": fast.cosine, "new_class": fast.new_class}
     return result
@@ -76,7 +76,7 @@ def evaluate_model(
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]
     sums = dict.fromkeys(names, 0)
-    has_fast = isinstance(centers, SystemCenters)
+    has_fast = centers is not None and centers.fast
     top5 = _Top5(centers, accelerator.device)
     has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
     was_training = model.training

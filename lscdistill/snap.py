@@ -44,6 +44,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
 from . import __version__
+from .centers import load_system
 from .planner import fit_message
 from .stores import Store, StoreError, StoreWriter, check_output_path, open_store
 from .stores.writer import BLOCK_ROWS
@@ -832,14 +833,6 @@ class SnapConfig:
     allow_empty: bool = False  # give empty classes unused vectors instead of refusing
     overwrite: bool = False
     command: str | None = None  # recorded in the provenance
-
-
-def load_system(store: Store) -> VectorSystem:
-    """Rebuild the vector system of a snapped store from its ``system`` attribute."""
-    if store.kind != "snapped" or "system" not in store.attrs:
-        raise StoreError(f"{store.path}: not a snapped store with a 'system' attribute")
-    spec = json.loads(store.attrs["system"])
-    return create_system(spec.pop("name"), spec.pop("n_dim"), **spec)
 
 
 def _open_means(path: Path) -> Store:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .centers import Centers, StoreCenters, SystemCenters
+from .centers import Centers, StoreCenters, SystemCenters, store_centers
 from .data import (
     LabeledData,
     Preprocess,
@@ -138,13 +138,19 @@ def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
         store = open_store(spec["path"], rdcc_nbytes=TRAIN_CHUNK_CACHE)
         if n_classes > store.n_classes:
             raise ValueError(f"labels reach class {n_classes - 1} but {spec['path']} has {store.n_classes:,} classes")
-        return StoreCenters(store)
+        return store_centers(store)
     raise ValueError(f"unknown centers type {spec['type']!r}")
 
 
 def _centers_spec(cfg: TrainConfig, dim: int) -> dict[str, Any]:
     if cfg.centers is not None:
-        return {"type": "store", "path": str(Path(cfg.centers).resolve())}
+        from .stores import open_store
+
+        with open_store(cfg.centers) as store:
+            spec = {"type": "store", "path": str(Path(cfg.centers).resolve()), "kind": store.kind}
+            if store.kind == "snapped":  # the decoders rebuild the system from here or from the store
+                spec["system"] = json.loads(store.attrs["system"])
+        return spec
     return {
         "type": "system",
         "name": cfg.system,

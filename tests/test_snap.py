@@ -11,6 +11,7 @@ from conftest import naive_vectors
 from scipy.optimize import linear_sum_assignment
 from typer.testing import CliRunner
 
+from lscdistill.centers import SnappedCenters
 from lscdistill.cli import app
 from lscdistill.planner import plan_dim
 from lscdistill.snap import LEVELS, _Candidates, fit_pca, load_system, snap
@@ -204,6 +205,27 @@ def test_cli_writes_a_snapped_store_that_rebuilds_its_system(tmp_path):
         assert s.class_names[:2] == ["c0", "c1"] and s.provenance["source"]["provenance"] == {"test": True}
     result = runner.invoke(app, args)  # the output exists now
     assert result.exit_code == 1 and "--overwrite" in result.stderr
+
+
+def test_snapped_centers_decode_fast_and_exact_like_brute_force(tmp_path):
+    system = create_system("an", 9, seed=2)  # 72 roots, 40 owned by classes
+    means, _ = _means(system, "random", n=40, seed=4)
+    src = _store(tmp_path / "means.h5", means)
+    assert runner.invoke(app, ["snap", str(src), "--seed", "2", "--out", str(tmp_path / "s.h5")]).exit_code == 0
+    g = torch.Generator().manual_seed(8)
+    z = torch.cat([torch.randn(300, 9, generator=g), torch.full((1, 9), float("nan"))])
+    with open_store(tmp_path / "s.h5") as s:
+        centers = SnappedCenters(s)
+        owner = dict(zip(s.dataset("system_index")[:].tolist(), range(40), strict=False))
+        table = torch.from_numpy(s.dataset("centers")[:]).double()
+        fast, exact = centers.predict(z, mode="fast"), centers.predict(z, mode="exact")
+    unit = _unit(z[:300])
+    nearest = (unit @ system.materialize(torch.float64).T).argmax(dim=1).tolist()
+    expected = [owner.get(i, -1) for i in nearest] + [-1]
+    assert fast.labels.tolist() == expected
+    assert fast.new_class.tolist() == [i not in owner for i in nearest] + [False]  # a NaN row is no new class
+    assert exact.labels[:300].tolist() == (unit @ _unit(table).T).argmax(dim=1).tolist()
+    assert 0 < sum(fast.new_class.tolist()) < 300
 
 
 def test_pca_reduction_round_trips_through_the_store(tmp_path):

@@ -124,7 +124,26 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
     _ok("train", *args, *FAST, "--centers", tmp_path / "means.h5", "--out", tmp_path / "stud")
     meta = json.loads((tmp_path / "stud" / "model.json").read_text())
     assert meta["model"]["dim"] == 16 and meta["centers"]["type"] == "store"
+    assert meta["centers"]["kind"] == "means" and "system" not in meta["centers"]
     assert meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
+    # snap the means to A_16 and train toward the snapped centers: evaluate decodes them fast as well
+    _ok("snap", tmp_path / "means.h5", "--system", "an", "--seed", "3", "--out", tmp_path / "snapped.h5")
+    _ok("train", *args, *FAST, "--centers", tmp_path / "snapped.h5", "--out", tmp_path / "snapstud")
+    meta = json.loads((tmp_path / "snapstud" / "model.json").read_text())
+    assert meta["centers"]["kind"] == "snapped" and meta["centers"]["system"]["seed"] == 3
+    info = json.loads(
+        _ok("evaluate", tmp_path / "snapstud", "--features", args[5], "--labels", args[7], "--json").stdout
+    )
+    assert info["top1"] >= 0.95 * ce["final_metrics"]["top1"]
+    model, centers, _ = load_run(tmp_path / "snapstud")
+    with torch.inference_mode():
+        z = torch.nn.functional.normalize(model(torch.from_numpy(np.load(args[5]))).double(), dim=1)
+    owner = dict(zip(centers.store.dataset("system_index")[:].tolist(), range(6), strict=False))
+    nearest = (z @ centers.system.materialize(torch.float64).T).argmax(dim=1).tolist()  # the whole system
+    fast = np.array([owner.get(i, -1) for i in nearest])
+    y = np.load(args[7])
+    assert info["top1_fast"] == pytest.approx((fast == y).mean())
+    assert info["new_class_flags"] == int((fast == -1).sum())
 
 
 def _train_cmd(run, *extra):
