@@ -156,15 +156,20 @@ class Student(nn.Module):
     linear classifier head (``n_classes``, only for the cross-entropy objective).
 
     ``embed(x)`` is what LSC trains toward the class centers (and what ``extract`` reads from a CE teacher run):
-    the backbone's pre-logits features, projected to ``dim`` when the backbone's width differs.
+    the backbone's pre-logits features, projected to ``dim`` when ``project`` is set or the backbone's width
+    differs. ``lscdistill train`` sets ``project`` for LSC students: pooled CNN features come after a ReLU (and the
+    MLP's after a GELU), so without a linear layer they cannot have the negative coordinates of an A_n root
+    (cosine stalls at 1/sqrt(2)). The projection's size is ``width x dim``, independent of the number of classes.
     """
 
-    def __init__(self, backbone: nn.Module, dim: int | None = None, n_classes: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, dim: int | None = None, n_classes: int | None = None, project: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         width = int(backbone.num_features)
         self.dim = int(dim or width)
-        self.proj = nn.Linear(width, self.dim) if self.dim != width else nn.Identity()
+        self.proj = nn.Linear(width, self.dim) if project or self.dim != width else nn.Identity()
         self.head = nn.Linear(self.dim, n_classes) if n_classes else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +185,7 @@ class Student(nn.Module):
 
 def build_student(spec: dict[str, Any]) -> Student:
     """A student from its description (``model.json``'s ``model`` entry): ``architecture`` (timm name or
-    ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``dim``, ``n_head_classes``."""
+    ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``dim``, ``n_head_classes``, ``project``."""
     arch = spec["architecture"]
     if arch == "mlp":
         backbone = MLP(int(spec["in_dim"]), int(spec.get("hidden", 256)))
@@ -191,7 +196,7 @@ def build_student(spec: dict[str, Any]) -> Student:
             backbone = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=int(spec.get("in_chans", 3)))
         except RuntimeError as exc:
             raise ValueError(f"unknown timm model {arch!r}: {exc}") from None
-    return Student(backbone, spec.get("dim"), spec.get("n_head_classes"))
+    return Student(backbone, spec.get("dim"), spec.get("n_head_classes"), bool(spec.get("project", False)))
 
 
 def save_run_model(run_dir: str | os.PathLike, model: Student, meta: dict[str, Any]) -> None:

@@ -270,6 +270,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             f"to the centers' dimension (drop --dim, or snap/extract the centers at {dim} dims)"
         )
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
+    spec["project"] = cfg.objective == "lsc"  # see Student: backbones end in ReLU/GELU, centers need signs
     if cfg.init_from is not None:
         init_model, init_meta = load_run_model(cfg.init_from)
         old = init_meta["model"]

@@ -40,12 +40,6 @@ def test_bad_input_is_one_line_on_stderr_with_exit_1():
     assert result.exit_code == 2  # bad flag value: Click's usage error
 
 
-def test_demo_decodes_fast_like_bruteforce():
-    result = runner.invoke(app, ["demo", "--n-dim", "24", "--batch", "64"])
-    assert result.exit_code == 0, result.output
-    assert "same label as brute force: 100.0%" in result.stdout
-
-
 def test_console_script_entry_point_runs():
     out = subprocess.run(
         [sys.executable, "-c", "from lscdistill.cli import main; main()", "plan", "-n", "1000", "--json"],

@@ -57,7 +57,14 @@ def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
     run = tmp_path / "run"
     _ok("train", *args, *FAST, "--dim", "8", "--out", run)
     meta = json.loads((run / "model.json").read_text())
-    assert meta["model"] == {"architecture": "mlp", "in_dim": 16, "hidden": 64, "in_chans": 3, "dim": 8}
+    assert meta["model"] == {
+        "architecture": "mlp",
+        "in_dim": 16,
+        "hidden": 64,
+        "in_chans": 3,
+        "dim": 8,
+        "project": True,
+    }
     assert meta["centers"] == {
         "type": "system",
         "name": "an",

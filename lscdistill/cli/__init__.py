@@ -10,6 +10,7 @@ from .. import __version__
 from .demo import demo_command
 from .extract import extract_command
 from .plan import plan_command
+from .run import run_command
 from .snap import snap_command
 from .stores import inspect_command, merge_command
 from .train import evaluate_command, predict_command, train_command
@@ -53,6 +54,7 @@ app.command("merge")(merge_command)
 app.command("inspect")(inspect_command)
 app.command("plan")(plan_command)
 app.command("demo")(demo_command)
+app.command("run")(run_command)
 
 
 def main() -> None:
