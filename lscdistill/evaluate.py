@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .centers import Centers, SystemCenters
-from .data import LabeledData, load_features, load_images, resolve_preprocess
+from .data import LabeledData, load_features, load_images, resolve_preprocess, use_instance_labels
 
 __all__ = ["EvalConfig", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
 
@@ -175,6 +175,7 @@ class EvalConfig:
     labels: str | None = None
     batch_size: int = 256
     cpu: bool = False
+    instance_labels: bool = False  # every sample its own class, in data order (runs trained with instance labels)
 
 
 def _accelerator(cpu: bool):
@@ -187,6 +188,8 @@ def run_evaluate(cfg: EvalConfig) -> dict[str, Any]:
     accelerator = _accelerator(cfg.cpu)
     model, centers, meta = load_run(cfg.run_dir)
     data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=True)
+    if cfg.instance_labels:
+        data = use_instance_labels(data)
     if int(data.labels.max()) >= int(meta["n_classes"]):
         raise ValueError(f"label {int(data.labels.max())} is outside the run's {meta['n_classes']} classes")
     model = model.to(accelerator.device)

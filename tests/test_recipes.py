@@ -65,7 +65,8 @@ def test_planner_recipe_uses_the_planners_minimum_dim():
     recipe = load_recipe(ROOT / "recipes" / "planner-min-dim.yaml")
     assert plan(recipe.vars["n_classes"], "an", 1).n_dim == recipe.vars["min_dim"] == 109
     assert [plan(n, "an", 1).n_dim for n in (300_000, 600_000)] == [67, 85]  # the numbers its comments give
-    assert [s.config.dim for s in recipe.steps] == [109, 384]
+    assert [s.config.dim for s in recipe.steps if s.kind == "train"] == [109, 384]
+    assert [s.config.instance_labels for s in recipe.steps if s.kind == "evaluate"] == [True, True]
 
 
 def test_every_config_field_has_a_supported_type_and_a_meaning():

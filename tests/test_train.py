@@ -245,3 +245,22 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         result = _run(*cmd)
         assert result.exit_code == 1 and "does not exist" in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_instance_labels_make_every_sample_a_class_and_evaluate_counts_them(tmp_path, blobs):
+    x = np.load(blobs[0][1])[:40]
+    np.save(tmp_path / "x40.npy", x)
+    np.save(tmp_path / "y40.npy", np.zeros(40, dtype=np.int64))  # ignored: each row becomes its own class
+    feats = ["--features", tmp_path / "x40.npy", "--labels", tmp_path / "y40.npy"]
+    _ok("train", *feats, "--instance-labels", "--dim", "9", "--lr", "3e-3", "--epochs", "30", "-b", "8", "-q",
+        "--out", tmp_path / "inst")  # fmt: skip
+    meta = json.loads((tmp_path / "inst" / "model.json").read_text())
+    assert meta["n_classes"] == 40
+    info = json.loads(_ok("evaluate", tmp_path / "inst", *feats, "--instance-labels", "--json").stdout)
+    model, centers, _ = load_run(tmp_path / "inst")
+    with torch.inference_mode():
+        z = torch.nn.functional.normalize(model(torch.from_numpy(x)).double(), dim=1)
+    table = centers.system.vectors(torch.arange(40), dtype=torch.float64)
+    expected = (z @ table.T).argmax(dim=1).numpy()
+    assert info["samples"] == 40 and info["n_classes"] == 40
+    assert info["top1"] == pytest.approx((expected == np.arange(40)).mean()) and info["top1"] >= 0.9

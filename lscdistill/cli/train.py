@@ -172,13 +172,19 @@ def evaluate_command(
     labels: Labels = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 256,
     cpu: Cpu = False,
+    instance_labels: Annotated[
+        bool,
+        typer.Option(
+            "--instance-labels", help="Every sample its own class, in data order (for runs trained that way)."
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Accuracy of a run: top-1 by exact decoding (nearest assigned center) and by fast O(n_dim) decoding,
     their agreement, new-class flags, and top-5 where cheap (<= 10,000 classes)."""
     from ..evaluate import EvalConfig, run_evaluate
 
-    result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu))
+    result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels))
     if not _is_main():
         return
     if json_:
