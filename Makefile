@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench install clean
+.PHONY: test demo lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/lscdistill demo
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_nearest
+bench: $(STAMP)  # the full suite (make bench BENCH_ARGS=--quick for the short one)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m benchmarks run $(BENCH_ARGS)
+
+# generated docs: the CLI reference and the recipe field tables (their tests fail when they are stale)
+docs: $(STAMP)
+	$(BIN)/python -m lscdistill.cli.reference docs/cli.md
+	$(BIN)/python -c "from lscdistill.cli.run import update_fields_docs; update_fields_docs('docs/recipes.md')"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

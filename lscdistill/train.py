@@ -353,8 +353,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume:
         resume_from = _latest(run_dir)
         if resume_from is not None:
-            accelerator.load_state(str(resume_from))
             state = json.loads((resume_from / "trainer.json").read_text())
+            if int(state.get("processes", world)) != world:  # an epoch's shares depend on the process count
+                raise ValueError(
+                    f"--resume: {resume_from} was written by {state['processes']} process(es), this run has "
+                    f"{world}; resume with the same number of processes"
+                )
+            accelerator.load_state(str(resume_from))
             step = int(state["step"])
             first_epoch, batch_in_epoch = divmod(int(state["batches"]), batches_per_epoch)
 
@@ -477,7 +482,8 @@ def _save(accelerator, run_dir: Path, step: int, batches: int, cfg: TrainConfig)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, "batches": batches}) + "\n")
+        state = {"step": step, "batches": batches, "processes": accelerator.num_processes}
+        (tmp / "trainer.json").write_text(json.dumps(state) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in _checkpoints(run_dir)[: -cfg.keep_checkpoints] if cfg.keep_checkpoints > 0 else []:

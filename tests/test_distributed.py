@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from lscdistill.stores import open_store
 
@@ -18,6 +19,19 @@ pytestmark = pytest.mark.distributed
 def _torchrun(*args, nproc: int = 2, cwd) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [*cmd, "-m", "lscdistill", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _accelerate_launch(*args, nproc: int = 2, cwd) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu`` starts its processes through torch.distributed.run, on CPU too (with
+    ``--cpu`` it would start one process); port 0 picks a free port, HF_HOME hides a user's accelerate config."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc)]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HOME": str(cwd / "hf")}
     result = subprocess.run(
         [*cmd, "-m", "lscdistill", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
     )
@@ -86,3 +100,25 @@ def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path):
     assert two["samples"] == one["samples"] == 201
     for key in ("top1", "top5", "top1_fast", "fast_exact_agreement", "new_class_flags"):
         assert two[key] == one[key], key
+
+
+def test_accelerate_launch_train_equals_torchrun(tmp_path):
+    rng = np.random.default_rng(5)
+    means = rng.normal(size=(5, 12)) * 2
+    for name, n in (("train", 401), ("val", 101)):  # odd sizes: ranks get unequal shares
+        y = rng.integers(0, 5, size=n)
+        np.save(tmp_path / f"{name}_x.npy", (means[y] + 0.5 * rng.normal(size=(n, 12))).astype(np.float32))
+        np.save(tmp_path / f"{name}_y.npy", y)
+    data = ["--features", "train_x.npy", "--labels", "train_y.npy"]
+    val = ["--val-features", "val_x.npy", "--val-labels", "val_y.npy"]
+    args = ["train", *data, *val, "--epochs", 2, "--lr", "3e-3", "-b", 32, "--dim", 8, "--cpu", "-q"]
+    _torchrun(*args, "--out", "torchrun", cwd=tmp_path)
+    _accelerate_launch(*args, "--out", "accelerate", cwd=tmp_path)
+    meta = {k: json.loads((tmp_path / k / "model.json").read_text()) for k in ("torchrun", "accelerate")}
+    assert meta["accelerate"]["steps"] == meta["torchrun"]["steps"] == 2 * 7  # 200 samples per rank, batches of 32
+    assert meta["accelerate"]["final_metrics"] == meta["torchrun"]["final_metrics"]
+    assert meta["accelerate"]["final_metrics"]["samples"] == 101  # validation counts every sample once
+    torchrun, accelerate = (load_file(tmp_path / k / "model.safetensors") for k in ("torchrun", "accelerate"))
+    assert torchrun.keys() == accelerate.keys()
+    for key in torchrun:
+        np.testing.assert_array_equal(accelerate[key], torchrun[key], err_msg=key)  # bit-identical weights

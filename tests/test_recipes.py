@@ -86,7 +86,7 @@ def test_docs_field_tables_are_current():
     block = re.search(r"<!-- fields: begin[^>]*-->\n(.*)<!-- fields: end -->", text, re.S)
     assert block, "docs/recipes.md lost its generated-fields markers"
     assert block.group(1) == fields_markdown(), (
-        "docs/recipes.md is out of date: replace the block between the markers with `lscdistill run --fields`"
+        "docs/recipes.md is out of date: run `make docs` (lscdistill.cli.run.update_fields_docs)"
     )
 
 

@@ -10,6 +10,7 @@ from .. import __version__
 from .demo import demo_command
 from .extract import extract_command
 from .plan import plan_command
+from .plot import plot_command
 from .run import run_command
 from .snap import snap_command
 from .stores import inspect_command, merge_command
@@ -53,9 +54,16 @@ app.command("predict")(predict_command)
 app.command("merge")(merge_command)
 app.command("inspect")(inspect_command)
 app.command("plan")(plan_command)
+app.command("plot")(plot_command)
 app.command("demo")(demo_command)
 app.command("run")(run_command)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:  # a clean shutdown of a torchrun / accelerate launch process group (a rank could abort on exit)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

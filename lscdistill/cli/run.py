@@ -239,3 +239,15 @@ def fields_markdown() -> str:
             lines.append(f"| `{f.name}` | `{type_name}` | {default} | {meaning} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def update_fields_docs(path: str | Path = "docs/recipes.md") -> None:
+    """Rewrite the generated block of ``docs/recipes.md`` (``make docs``)."""
+    path = Path(path)
+    text = re.sub(
+        r"(<!-- fields: begin[^>]*-->\n).*(<!-- fields: end -->)",
+        lambda m: m.group(1) + fields_markdown() + m.group(2),
+        path.read_text(),
+        flags=re.S,
+    )
+    path.write_text(text)

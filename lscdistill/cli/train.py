@@ -50,7 +50,7 @@ def train_command(
         typer.Option(
             "--dim",
             min=1,
-            help="Embedding size; a linear projection is added when the model's width differs "
+            help="Embedding size: LSC students end in a linear projection from the model's width to it "
             "(default: the centers store's n_dim, else the model's width).",
         ),
     ] = None,
