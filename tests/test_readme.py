@@ -37,7 +37,7 @@ def test_readme_cli_examples_run(tmp_path, monkeypatch):
     for line in lines:
         args = shlex.split(line)[1:]
         if args and args[0] == "demo":
-            args += ["--n-dim", "16", "--batch", "32"]  # the same command, small enough for a test
+            args += ["--epochs", "1", "--no-pictures", "-q"]  # the same command, small enough for a test
         if args and args[0] == "train":
             args[args.index("--epochs") + 1] = "1"  # the same command, one epoch
         result = CliRunner().invoke(app, args)
