@@ -1,0 +1,147 @@
+"""Label prediction, batch 1024, n_dim 384: the fast decoder against the exact decoder, a chunked brute-force
+matmul, FAISS ``IndexFlatIP`` and the floor (one read of the batch), all in one process.
+
+Class counts and systems: up to 147,840 classes are A_384r roots (seed 0), 1,281,167 classes take A_384r with one
+interpolation level (56.8M vectors; the first 1.28M indices are all 147,840 roots, then interpolated vectors).
+
+- ``fast``: ``SystemCenters.predict(z, "fast")``, the O(n_dim) nearest system vector with new-class flags.
+- ``exact``: ``predict(z, "exact")``, the nearest *assigned* center (certified shortlist, brute-force fallback).
+- ``brute``: ``exact_nearest`` over the materialized ``[n_classes, 384]`` table in chunks of 65,536 rows (what a
+  classifier head costs; building the table is not timed).
+- ``faiss``: ``IndexFlatIP`` over the same unit-norm table, ``search(z, 1)``, default settings; on CUDA only
+  with a GPU build of FAISS (skipped with a note otherwise, as when FAISS is not installed).
+- ``floor``: ``z.sum()``, reading the batch once: no decoder can be faster.
+
+Inputs: ``near-center`` (a class center plus noise, cosine ~0.9: what a trained model gives) and ``gaussian``
+(no structure; at 1.28M classes almost every row's nearest system vector is unassigned, so ``exact`` falls back
+to brute force there). The floor, fast and exact are timed interleaved (round by round); brute force and FAISS,
+whose cost does not depend on the inputs, are timed on the first kind of inputs only. Each row's note holds a
+check: fast, exact and FAISS agree with brute force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+
+from lscdistill.centers import SystemCenters
+from lscdistill.decode import exact_nearest
+from lscdistill.systems import create_system
+
+from ._common import Section, headline, measure, measure_interleaved, ratio
+
+TARGETS = {"brute": 500.0, "faiss": 300.0}  # fast decoder speedups the issue asks for at TARGET_CLASSES
+TARGET_CLASSES = 1_281_167
+CHUNK = 65_536
+
+
+@dataclass
+class Config:
+    classes: tuple[int, ...] = (10_000, 147_840, 1_281_167)
+    inputs: tuple[str, ...] = ("near-center", "gaussian")
+    batch: int = 1024
+    n_dim: int = 384
+    repeats: int = 30  # at most, for the floor, fast and exact
+    slow_repeats: int = 3  # at most, for brute force and FAISS
+    budget_s: float = 20.0  # stop repeating one figure after this long (at least 3 repetitions)
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(inputs=("near-center",), repeats=10, slow_repeats=1, budget_s=5.0)
+
+
+def _faiss(device: torch.device):
+    """The FAISS module, or ``None`` and a note saying why the FAISS baseline is skipped."""
+    try:
+        import faiss
+        import faiss.contrib.torch_utils  # indexes then take torch tensors (CPU or GPU) without copies
+    except ImportError:
+        return None, "FAISS not installed (pip install 'lscdistill[bench]'): FAISS baseline skipped"
+    if device.type == "cuda" and not hasattr(faiss, "StandardGpuResources"):
+        return None, "this FAISS build has no GPU index: FAISS baseline skipped on CUDA"
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    return faiss, None
+
+
+def _flat_index(faiss, table: torch.Tensor):
+    """A flat inner-product index holding ``table`` on its device: ``(index, GPU resources or None)``; the
+    resources must outlive the index."""
+    if table.device.type == "cuda":
+        resources = faiss.StandardGpuResources()
+        index = faiss.GpuIndexFlatIP(resources, table.shape[1])
+    else:
+        resources, index = None, faiss.IndexFlatIP(table.shape[1])
+    index.add(table)
+    return index, resources
+
+
+def _inputs(centers: SystemCenters, cfg: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(centers.n_classes)
+    labels = torch.randint(0, centers.n_classes, (cfg.batch,), generator=gen)
+    noise = torch.randn(cfg.batch, cfg.n_dim, generator=gen)
+    made = {
+        "near-center": centers.gather(labels) + 0.5 / cfg.n_dim**0.5 * noise,
+        "gaussian": torch.randn(cfg.batch, cfg.n_dim, generator=gen),
+    }
+    return {name: made[name].to(device) for name in cfg.inputs}
+
+
+def run(cfg: Config, device: torch.device) -> Section:
+    section = Section(config=asdict(cfg))
+    faiss, why = _faiss(device)
+    if why:
+        section.notes.append(why)
+    for n in cfg.classes:
+        _class_count(n, cfg, device, faiss, section)
+    return section
+
+
+def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Section) -> None:
+    """All methods at one class count, on each kind of inputs; rows and headlines go into ``section``."""
+    system = create_system("an", cfg.n_dim, seed=0, interpolations=int(n > cfg.n_dim * (cfg.n_dim + 1)))
+    centers = SystemCenters(system, n)
+    table = torch.cat([centers.gather(torch.arange(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]).to(device)
+    index, _resources = _flat_index(faiss, table) if faiss else (None, None)
+    slow: dict = {}  # brute force and FAISS cost the same on any inputs: timed on the first ones only
+    for name, z in _inputs(centers, cfg, device).items():
+        fns = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
+        timed = measure_interleaved(fns, device, cfg.repeats, budget_s=cfg.budget_s)
+        t = {name: stat for name, (stat, _) in timed.items()}
+        r = {name: result for name, (_, result) in timed.items()}
+        brute = partial(exact_nearest, z, table, chunk_size=CHUNK)
+        reps = cfg.slow_repeats if not slow else 1
+        t["brute"], (brute_idx, _) = measure(brute, device, reps, warmup=0, budget_s=cfg.budget_s)
+        notes = {"brute": f"table {n * cfg.n_dim * 4 / 2**20:,.0f} MiB"}
+        if index is not None and not slow:
+            search = partial(index.search, z, 1)
+            t["faiss"], (_, found) = measure(search, device, cfg.slow_repeats, warmup=0, budget_s=cfg.budget_s)
+            agree = float((found[:, 0].to(brute_idx.device) == brute_idx).float().mean())
+            notes["faiss"] = f"agrees with brute force on {agree:.1%}"
+        if slow:
+            t.update(slow)
+            notes["brute"] = notes["faiss"] = f"timed on {next(iter(cfg.inputs))} inputs"
+        else:
+            slow = {k: t[k] for k in ("brute", "faiss") if k in t}
+        fast, exact = r["fast"], r["exact"]
+        answered = ~fast.new_class
+        agree = float((fast.labels[answered] == brute_idx[answered]).float().mean()) if answered.any() else 0.0
+        notes["fast"] = f"{int(fast.new_class.sum())} new-class flags, {agree:.1%} of the rest agree"
+        notes["exact"] = (
+            f"agrees with brute force on {float((exact.labels == brute_idx).float().mean()):.1%}, "
+            f"{exact.n_fallback} fallback rows"
+        )
+        for method, stat in t.items():
+            section.rows.append(
+                {"n_classes": n, "case": name, "method": method, "time_s": stat, "note": notes.get(method, "")}
+            )
+        for base in ("brute", "faiss"):
+            if base in t:
+                target = TARGETS[base] if n == TARGET_CLASSES else None
+                section.headlines.append(
+                    headline(f"{base} / fast", ratio(t[base], t["fast"]), n_classes=n, case=name, target=target)
+                )
+        section.headlines.append(headline("brute / exact", ratio(t["brute"], t["exact"]), n_classes=n, case=name))
+        above = ratio(t["fast"], t["floor"], paired=True)
+        section.headlines.append(headline("fast / floor (x above the floor)", above, n_classes=n, case=name))

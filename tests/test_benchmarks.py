@@ -1,0 +1,71 @@
+"""Smoke test of the benchmark suite: one tiny case of each in-process benchmark through the runner's API.
+
+Benchmarks are never unit tests: nothing here checks a timing, only that the suite runs and writes what the README
+describes (rows with statistics, finite ratios, the JSON file).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+from rich.console import Console
+
+from benchmarks.runner import run_suite
+
+TINY = {
+    "predict": {"classes": (500, 1056, 3000), "n_dim": 32, "batch": 64, "repeats": 2, "slow_repeats": 2}
+    | {"inputs": ("near-center", "gaussian")},
+    "inference": {"classes": (1056, 3000), "sweep": (10,), "batch": 64, "in_dim": 16, "hidden": 32, "n_dim": 32}
+    | {"repeats": 2},
+}
+
+
+def test_suite_runs_tiny_cases_and_writes_finite_ratios(tmp_path):
+    out = io.StringIO()
+    payload = run_suite(
+        ("predict", "inference"),
+        quick=True,
+        device="cpu",
+        overrides=TINY,
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=out, width=200),
+    )
+    written = json.loads((tmp_path / "suite-predict-inference-quick-cpu.json").read_text())
+    assert written["machine"]["torch"] and written["quick"] is True
+    for name in ("predict", "inference"):
+        section = written["benchmarks"][name]
+        assert section["rows"] and section["headlines"]
+        for row in section["rows"]:
+            t = row["time_s"]
+            assert t["min"] <= t["median"] <= t["max"] and t["n"] == len(t["values"]) >= 1
+        for h in section["headlines"]:
+            if h["unit"] == "x":
+                assert math.isfinite(h["value"]) and h["value"] > 0 and h["low"] <= h["value"] <= h["high"]
+    methods = {r["method"] for r in written["benchmarks"]["predict"]["rows"]}
+    assert {"floor", "fast", "exact", "brute"} <= methods
+    assert {r["n_classes"] for r in written["benchmarks"]["predict"]["rows"]} == {500, 1056, 3000}
+    exact_notes = [r["note"] for r in written["benchmarks"]["predict"]["rows"] if r["method"] == "exact"]
+    assert all(note.startswith("agrees with brute force on 100.0%") for note in exact_notes)
+    assert "Headline figures" in out.getvalue()
+    assert payload["paths"] == [str(tmp_path / "suite-predict-inference-quick-cpu.json")]
+
+
+def test_plot_draws_the_written_results(tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.plot import plot_suite
+
+    payload = run_suite(
+        ("predict",),
+        quick=True,
+        device="cpu",
+        overrides={"predict": TINY["predict"] | {"classes": (500,)}},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO()),
+    )
+    path = plot_suite(payload, tmp_path / "suite.png")
+    assert path.stat().st_size > 10_000
