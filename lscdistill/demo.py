@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -67,7 +68,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     from .snap import SnapConfig, run_snap
     from .train import TrainConfig, run_train
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     if cfg.data != "digits":
         raise ValueError(f"the demo runs on the digits shipped with scikit-learn (--data digits), got {cfg.data!r}")
     out = Path(cfg.out)
@@ -172,7 +173,7 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
-COLUMNS = ["run", "centers", "top-1 exact", "top-1 fast", "fast = exact", "new-class flags", "params", "train s"]
+COLUMNS = ["run", "centers", "top-1 exact", "top-1 fast", "fast = exact", "new-class", "params", "train s"]
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
