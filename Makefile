@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/lscdistill demo
+	$(BIN)/lscdistill demo --overwrite  # writes ./lscdistill-demo (report.md, runs, stores, PNGs)
 
 bench: $(STAMP)  # the full suite (make bench BENCH_ARGS=--quick for the short one)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
