@@ -64,6 +64,10 @@ class Centers(ABC):
     n_dim: int
     fast: bool = False  #: predict(mode="fast") is available (the centers are vectors of a system)
 
+    def close(self) -> None:
+        """Release what the centers hold open (a store); a no-op for generated centers."""
+        return None
+
     def check_labels(self, labels: torch.Tensor) -> torch.Tensor:
         labels = torch.as_tensor(labels)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
@@ -223,6 +227,9 @@ class StoreCenters(Centers):
     def gather(self, labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return self.store.gather(self.check_labels(labels), dtype=dtype)
 
+    def close(self) -> None:
+        self.store.close()
+
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
         self._check_mode(mode)
         if mode == "fast":
@@ -249,8 +256,9 @@ class SnappedCenters(StoreCenters):
 
     Training gathers rows like :class:`StoreCenters`. ``predict(mode="fast")`` finds the nearest vector of the whole
     system in O(n_dim) and maps it back to its class by a binary search in the sorted system indices; a vector that
-    no class owns flags a new class (label -1). That inverse map is built on the first fast prediction and holds
-    ``2 * n_classes`` int64 on the host (20 MB at 1.28M classes); training never builds it.
+    no class owns flags a new class (label -1). That inverse map is built on the first fast prediction (evaluation,
+    including validation during training; training steps never need it) and holds ``2 * n_classes`` int64
+    (20 MB at 1.28M classes), once per device.
     """
 
     fast = True
@@ -258,24 +266,23 @@ class SnappedCenters(StoreCenters):
     def __init__(self, store, *, chunk_size: int = 65536) -> None:
         super().__init__(store, chunk_size=chunk_size)
         self.system = load_system(store)
-        self._inverse: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._inverse: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"SnappedCenters({self.store.path}, {self.system!r}, n_classes={self.n_classes})"
 
-    def _inverse_map(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._inverse is None:
+    def _inverse_map(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._inverse:
             index = torch.from_numpy(self.store.dataset("system_index")[:]).long()
-            owned, owner = torch.sort(index)
-            self._inverse = owned, owner
-        return self._inverse
+            self._inverse[device] = tuple(t.to(device) for t in torch.sort(index))
+        return self._inverse[device]
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
         self._check_mode(mode)
         if mode == "exact":
             return super().predict(z, mode)
         idx, cos = self.system.nearest(z)  # also validates z; -1 for NaN/Inf rows
-        owned, owner = (t.to(idx.device) for t in self._inverse_map())
+        owned, owner = self._inverse_map(idx.device)
         pos = torch.searchsorted(owned, idx).clamp_(max=len(owned) - 1)
         hit = owned[pos] == idx
         new = ~hit & (idx >= 0)

@@ -1,4 +1,4 @@
-"""``lscdistill demo``: the whole pipeline on the digits shipped with scikit-learn, on the CPU, in a few minutes.
+"""``lscdistill demo``: the whole pipeline on the digits shipped with scikit-learn, in a few minutes on a CPU.
 
 1. train a cross-entropy teacher; 2. ``extract`` its class means; 3. ``snap`` them to A_n; 4. train students toward
 (a) the teacher's means, (b) the snapped centers, (c) generated A_nr centers; 5. ``evaluate`` each by exact and
@@ -55,9 +55,9 @@ def _prepare(out: Path, overwrite: bool) -> None:
 
 
 def _params(run_dir: Path) -> int:
-    from .evaluate import load_run
+    from .models import load_run_model
 
-    model = load_run(run_dir)[0]
+    model = load_run_model(run_dir)[0]
     return sum(p.numel() for p in model.parameters())
 
 

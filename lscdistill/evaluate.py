@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .centers import Centers, SystemCenters
+from .centers import Centers
 from .data import LabeledData, load_features, load_images, resolve_preprocess, use_instance_labels
 
 __all__ = ["EvalConfig", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
@@ -33,10 +33,7 @@ class _Top5:
         self.table = None
         if centers is None or centers.n_classes > TOP5_MAX_CLASSES or centers.n_classes < 5:
             return
-        if isinstance(centers, SystemCenters):
-            table = centers.gather(torch.arange(centers.n_classes))
-        else:
-            table = torch.from_numpy(np.asarray(centers.store[:], dtype=np.float32))
+        table = centers.gather(torch.arange(centers.n_classes))  # at most TOP5_MAX_CLASSES rows
         self.table = _unit(table).to(device)
 
     def hits(self, z: torch.Tensor, y: torch.Tensor) -> int | None:
@@ -122,7 +119,8 @@ def evaluate_model(
 
 # ------------------------------------------------------------------------------------------------ run dirs
 def load_run(run_dir: str | Path):
-    """``(model, centers or None, meta)`` of a finished run, centers rebuilt from ``model.json``."""
+    """``(model, centers or None, meta)`` of a finished run, centers rebuilt from ``model.json`` (close them with
+    ``centers.close()`` when done: store-backed centers hold the store open)."""
     from .models import load_run_model
     from .train import create_centers
 
@@ -187,6 +185,14 @@ def _accelerator(cpu: bool):
 def run_evaluate(cfg: EvalConfig) -> dict[str, Any]:
     accelerator = _accelerator(cfg.cpu)
     model, centers, meta = load_run(cfg.run_dir)
+    try:
+        return _evaluate(cfg, accelerator, model, centers, meta)
+    finally:
+        if centers is not None:
+            centers.close()
+
+
+def _evaluate(cfg: EvalConfig, accelerator, model, centers, meta) -> dict[str, Any]:
     data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=True)
     if cfg.instance_labels:
         data = use_instance_labels(data)
@@ -212,28 +218,36 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
     if accelerator.num_processes > 1:
         raise ValueError("predict runs in one process (it writes one file in sample order)")
     model, centers, meta = load_run(cfg.run_dir)
-    data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=False)
-    model = model.to(accelerator.device)
-    columns: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for x, _, idx in data.batches(np.arange(len(data)), cfg.batch_size):
-            p = _predict_batch(model, centers, x.to(accelerator.device))
-            row = {"index": idx, "label": p["label"], "score": p["score"]}
-            if "fast_label" in p:
-                row |= {"fast_label": p["fast_label"], "new_class": p["new_class"]}
-            for k, v in row.items():
-                columns.setdefault(k, []).append(v.cpu().numpy() if isinstance(v, torch.Tensor) else v)
+    try:
+        data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=False)
+        model = model.to(accelerator.device)
+        columns: dict[str, list[np.ndarray]] = {}
+        with torch.inference_mode():
+            for x, _, idx in data.batches(np.arange(len(data)), cfg.batch_size):
+                p = _predict_batch(model, centers, x.to(accelerator.device))
+                row = {"index": idx, "label": p["label"], "score": p["score"]}
+                if "fast_label" in p:
+                    row |= {"fast_label": p["fast_label"], "new_class": p["new_class"]}
+                for k, v in row.items():
+                    columns.setdefault(k, []).append(v.cpu().numpy() if isinstance(v, torch.Tensor) else v)
+    finally:
+        if centers is not None:
+            centers.close()
     table = {k: np.concatenate(v) for k, v in columns.items()}
     tmp = out.parent / f".{out.name}.tmp{out.suffix}"
-    if out.suffix == ".npz":
-        np.savez(tmp, **table)
-    else:
-        names = list(table)
-        with tmp.open("w") as f:
-            f.write(",".join(names) + "\n")
-            for i in range(len(table["index"])):
-                f.write(",".join(_fmt(table[k][i]) for k in names) + "\n")
-    tmp.replace(out)
+    try:
+        if out.suffix == ".npz":
+            np.savez(tmp, **table)
+        else:
+            names = list(table)
+            with tmp.open("w") as f:
+                f.write(",".join(names) + "\n")
+                for i in range(len(table["index"])):
+                    f.write(",".join(_fmt(table[k][i]) for k in names) + "\n")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return {"path": str(out), "samples": len(table["index"]), "columns": list(table)}
 
 

@@ -192,9 +192,14 @@ def _check_out(out_png: str | os.PathLike) -> Path:
 def _save(fig, out_png: Path) -> None:
     """Written under a temporary name and renamed: a crash never leaves a half-written PNG."""
     tmp = out_png.parent / f".{out_png.stem}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    tmp.replace(out_png)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(out_png)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _pyplot().close(fig)
 
 
 @dataclass
@@ -214,34 +219,40 @@ def _embed(run_dir: str | os.PathLike, data: str | LabeledData, batch_size: int 
     from .evaluate import _data_for_run, load_run
 
     model, centers, meta = load_run(run_dir)
-    n_classes = int(meta["n_classes"])
-    if n_classes > MAX_CLASSES:
-        raise ValueError(f"{run_dir} has {n_classes:,} classes: latent plots draw at most {MAX_CLASSES} class centers")
-    if isinstance(data, str):
-        data = _data_for_run(model, meta, data, None, None, need_labels=True)
-    order = np.arange(len(data))
-    if len(order) > MAX_POINTS:
-        order = np.sort(np.random.default_rng(_SUBSET_SEED).choice(len(order), MAX_POINTS, replace=False))
-    zs, ys = [], []
-    with torch.inference_mode():
-        for x, y, _ in data.batches(order, batch_size):
-            zs.append(model.embed(x).float().numpy())
-            ys.append(y.numpy())
-    z, labels = np.concatenate(zs), np.concatenate(ys)
-    radius = None
-    if centers is not None:
-        c = centers.gather(torch.arange(n_classes)).double().numpy()
-        if isinstance(centers, SystemCenters):  # planar: r_c of eq. 7 per class (None for other systems)
-            radius = centers.cluster_radius(torch.arange(n_classes))
-            radius = None if radius is None else radius.numpy()
-    else:  # cross-entropy run: the class means of its embeddings (the paper's CEembs, Figure 3)
-        unit = _unit(z)
-        c = np.stack(
-            [unit[labels == k].mean(0) if (labels == k).any() else np.zeros(z.shape[1]) for k in range(n_classes)]
-        )
-    space = "raw" if "dist" in _loss_name(run_dir) else "unit"
-    names = meta.get("class_names") or [str(k) for k in range(max(n_classes, int(labels.max()) + 1))]
-    return _Embedded(z.astype(np.float64), labels, c, list(names), space, radius, meta)
+    try:
+        n_classes = int(meta["n_classes"])
+        if n_classes > MAX_CLASSES:
+            raise ValueError(
+                f"{run_dir} has {n_classes:,} classes: latent plots draw at most {MAX_CLASSES} class centers"
+            )
+        if isinstance(data, str):
+            data = _data_for_run(model, meta, data, None, None, need_labels=True)
+        order = np.arange(len(data))
+        if len(order) > MAX_POINTS:
+            order = np.sort(np.random.default_rng(_SUBSET_SEED).choice(len(order), MAX_POINTS, replace=False))
+        zs, ys = [], []
+        with torch.inference_mode():
+            for x, y, _ in data.batches(order, batch_size):
+                zs.append(model.embed(x).float().numpy())
+                ys.append(y.numpy())
+        z, labels = np.concatenate(zs), np.concatenate(ys)
+        radius = None
+        if centers is not None:
+            c = centers.gather(torch.arange(n_classes)).double().numpy()
+            if isinstance(centers, SystemCenters):  # planar: r_c of eq. 7 per class (None for other systems)
+                radius = centers.cluster_radius(torch.arange(n_classes))
+                radius = None if radius is None else radius.numpy()
+        else:  # cross-entropy run: the class means of its embeddings (the paper's CEembs, Figure 3)
+            unit = _unit(z)
+            c = np.stack(
+                [unit[labels == k].mean(0) if (labels == k).any() else np.zeros(z.shape[1]) for k in range(n_classes)]
+            )
+        space = "raw" if "dist" in _loss_name(run_dir) else "unit"
+        names = meta.get("class_names") or [str(k) for k in range(max(n_classes, int(labels.max()) + 1))]
+        return _Embedded(z.astype(np.float64), labels, c, list(names), space, radius, meta)
+    finally:
+        if centers is not None:
+            centers.close()
 
 
 def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -438,6 +438,14 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _barrier() -> None:
+    """Wait for every process of a torchrun / accelerate launch (sets up the process group if no step has yet)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
 # ------------------------------------------------------------------------------------------------ running
 def check_inputs(recipe: Recipe) -> list[str]:
     """Input paths that neither exist nor are written by an earlier step, one message each."""
@@ -493,8 +501,13 @@ def _run_step(step: Step, log: Callable[[str], None], command: str) -> Any:
     cfg = step.config
     if step.kind in ("extract", "snap") and cfg.command is None:
         cfg = dataclasses.replace(cfg, command=command)
-    if step.kind == "snap":
-        return run_snap(cfg, log=log)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if step.kind == "demo" and world > 1:
+        raise ValueError(f"step {step.number} (demo) runs in one process; run this recipe without a launcher")
+    if step.kind == "snap":  # one process snaps (CPU work on the whole store); the others wait for its output
+        result = run_snap(cfg, log=log) if _is_main() else None
+        _barrier()
+        return result
     return {"extract": run_extract, "train": run_train, "evaluate": run_evaluate, "demo": run_demo}[step.kind](cfg)
 
 

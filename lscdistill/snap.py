@@ -22,8 +22,8 @@ level has 56.8M vectors); each class gets a short **candidate list** with a **bo
 - ``auto``: exact up to :data:`EXACT_AUTO_MAX` classes, greedy above. Either way the result is reported optimal
   when every class got its own nearest vector.
 
-Scores are float32 (the optimum is exact up to that rounding); stored cosines are recomputed in float64. Memory is
-O(n_classes * (n_dim + K)).
+Scores are float32 (the optimum is exact up to that rounding) and are the stored cosines; only classes given a
+leftover vector have theirs computed from the vectors. Memory is O(n_classes * (n_dim + K)).
 """
 
 from __future__ import annotations

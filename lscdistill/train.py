@@ -142,15 +142,21 @@ def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
     raise ValueError(f"unknown centers type {spec['type']!r}")
 
 
-def _centers_spec(cfg: TrainConfig, dim: int) -> dict[str, Any]:
-    if cfg.centers is not None:
-        from .stores import open_store
+def _store_facts(path: str) -> dict[str, Any]:
+    """What training needs to know of a centers store before building anything (the file is closed again)."""
+    from .stores import open_store
 
-        with open_store(cfg.centers) as store:
-            spec = {"type": "store", "path": str(Path(cfg.centers).resolve()), "kind": store.kind}
-            if store.kind == "snapped":  # the decoders rebuild the system from here or from the store
-                spec["system"] = json.loads(store.attrs["system"])
-        return spec
+    with open_store(path) as store:
+        facts = {"kind": store.kind, "n_dim": store.n_dim, "n_classes": store.n_classes}
+        if store.kind == "snapped":  # the decoders rebuild the system from here or from the store
+            facts["system"] = json.loads(store.attrs["system"])
+    return facts
+
+
+def _centers_spec(cfg: TrainConfig, dim: int, store: dict[str, Any] | None) -> dict[str, Any]:
+    if store is not None:
+        spec = {"type": "store", "path": str(Path(cfg.centers).resolve()), "kind": store["kind"]}
+        return spec | ({"system": store["system"]} if "system" in store else {})
     return {
         "type": "system",
         "name": cfg.system,
@@ -163,11 +169,10 @@ def _centers_spec(cfg: TrainConfig, dim: int) -> dict[str, Any]:
 
 def _check_store_covers(centers: Centers, labels: np.ndarray, where: str) -> None:
     """Every class that has training samples must have a center (a means store's empty classes have none)."""
-    if not isinstance(centers, StoreCenters):
+    if not isinstance(centers, StoreCenters) or centers.store.kind != "means":  # snapped: every class has a vector
         return
-    counts = centers.store.counts
     present = np.unique(labels)
-    empty = present[counts[present] == 0] if centers.store.kind == "means" else present[:0]
+    empty = present[centers.store.counts[present] == 0]
     if empty.size:
         raise ValueError(
             f"{where} has samples of {empty.size:,} classes that are empty in {centers.store.path} "
@@ -224,6 +229,11 @@ def _check_resume(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ main
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Train a student; returns the run directory, steps and the final validation metrics."""
+    with contextlib.ExitStack() as cleanup:  # closes store-backed centers however the run ends
+        return _run_train(cfg, cleanup)
+
+
+def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -258,15 +268,11 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         if train_data is None:
             raise ValueError("--features needs --labels")
         in_dim = train_data.n_dim
-    centers_store = None
-    if cfg.centers is not None:
-        from .stores import open_store
-
-        centers_store = open_store(cfg.centers)
-    dim = cfg.dim or (centers_store.n_dim if centers_store is not None else None)
-    if centers_store is not None and dim != centers_store.n_dim:
+    store = _store_facts(cfg.centers) if cfg.centers is not None else None
+    dim = cfg.dim or (store["n_dim"] if store is not None else None)
+    if store is not None and dim != store["n_dim"]:
         raise ValueError(
-            f"--centers {cfg.centers} has n_dim {centers_store.n_dim} but --dim is {dim}: the student must embed "
+            f"--centers {cfg.centers} has n_dim {store['n_dim']} but --dim is {dim}: the student must embed "
             f"to the centers' dimension (drop --dim, or snap/extract the centers at {dim} dims)"
         )
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
@@ -296,13 +302,15 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             raise ValueError("--instance-labels: every sample is its own class, so a validation set cannot share them")
 
     n_classes = cfg.n_classes or max(train_data.n_classes, val_data.n_classes if val_data else 0)
-    if centers_store is not None and cfg.n_classes is None:
-        n_classes = centers_store.n_classes
+    if store is not None and cfg.n_classes is None:
+        n_classes = store["n_classes"]
     for d, where in ((train_data, "training data"), (val_data, "validation data")):
         if d is not None and int(d.labels.max()) >= n_classes:
             raise ValueError(f"{where}: label {int(d.labels.max())} is outside [0, {n_classes}) of the centers")
-    centers_spec = _centers_spec(cfg, dim) if cfg.objective == "lsc" else {"type": "head"}
+    centers_spec = _centers_spec(cfg, dim, store) if cfg.objective == "lsc" else {"type": "head"}
     centers = create_centers(centers_spec, n_classes) if cfg.objective == "lsc" else None
+    if centers is not None:
+        cleanup.callback(centers.close)
     if centers is not None:
         _check_store_covers(centers, train_data.labels, "training data")
 
@@ -497,10 +505,11 @@ def _log(metrics, **values: Any) -> None:
 
 
 def _init_from(model: Student, old: Student, cfg: TrainConfig) -> None:
-    """Continual learning: copy the previous run's backbone and projection (the head, if any, is new)."""
+    """Continual learning: copy the previous run's backbone, and its projection where both students have one (an
+    LSC student started from a CE run gets a fresh projection); the head, if any, is new."""
     state = {k: v for k, v in old.state_dict().items() if not k.startswith("head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith("head.")] + list(unexpected)
+    bad = [k for k in [*missing, *unexpected] if not k.startswith(("head.", "proj."))]
     if bad:
         raise ValueError(f"--init-from {cfg.init_from}: weights do not fit this student (e.g. {bad[0]})")
 

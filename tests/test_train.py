@@ -133,6 +133,10 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
     assert meta["model"]["dim"] == 16 and meta["centers"]["type"] == "store"
     assert meta["centers"]["kind"] == "means" and "system" not in meta["centers"]
     assert meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
+    # an LSC student can start from the CE run: backbone copied, a fresh projection, the head dropped
+    _ok("train", *args, *FAST, "--init-from", tmp_path / "ce", "--out", tmp_path / "from-ce")
+    meta = json.loads((tmp_path / "from-ce" / "model.json").read_text())
+    assert meta["model"]["project"] and meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     # snap the means to A_16 and train toward the snapped centers: evaluate decodes them fast as well
     _ok("snap", tmp_path / "means.h5", "--system", "an", "--seed", "3", "--out", tmp_path / "snapped.h5")
     _ok("train", *args, *FAST, "--centers", tmp_path / "snapped.h5", "--out", tmp_path / "snapstud")

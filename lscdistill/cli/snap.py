@@ -33,7 +33,12 @@ def snap_command(
         str, typer.Option("--reduce", help="none, or pca: reduce the means to --dim first (fitted on the means).")
     ] = "none",
     method: Annotated[
-        str, typer.Option("--method", help="auto (exact up to 200,000 classes), exact (proven optimum) or greedy.")
+        str,
+        typer.Option(
+            "--method",
+            help="auto (exact unless over 200,000 classes compete for the same vectors), exact (proven optimum) "
+            "or greedy.",
+        ),
     ] = "auto",
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Give classes with count 0 unused vectors instead of refusing.")
