@@ -42,3 +42,31 @@ def test_readme_cli_examples_run(tmp_path, monkeypatch):
             args[args.index("--epochs") + 1] = "1"  # the same command, one epoch
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (line, result.output)
+
+
+def _launcher_lines() -> list[list[str]]:
+    """The lscdistill arguments of the README's torchrun / accelerate launch / docker lines (they need GPUs or
+    Docker, so they are parsed, not run)."""
+    out = []
+    for line in README.splitlines():
+        if not line.startswith(("torchrun ", "accelerate ", "docker run ")):
+            continue
+        words = shlex.split(line.split(" #")[0])
+        if words[0] in ("torchrun", "accelerate") and "-m" in words:
+            out.append(words[words.index("-m") + 2 :])
+        elif words[:2] == ["docker", "run"] and "lscdistill" in words:
+            out.append(words[words.index("lscdistill") + 1 :])
+    return out
+
+
+def test_readme_launcher_lines_name_real_commands_and_options():
+    import typer
+
+    group = typer.main.get_command(app)
+    lines = _launcher_lines()
+    assert len(lines) >= 4
+    for args in lines:
+        ctx = group.make_context("lscdistill", list(args), resilient_parsing=False)
+        command = group.get_command(ctx, args[0])
+        assert command is not None, args
+        command.make_context(args[0], list(args[1:]))  # raises on an unknown option or a bad value
