@@ -15,12 +15,13 @@ __all__ = ["progress_bar"]
 def progress_bar(
     description: str, total: int, *, disable: bool = False, initial: int = 0
 ) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(samples, loss=None)``; one bar step per call, with samples/s (and the loss) shown.
+    """Yields ``advance(samples, loss=None, epoch=None)``; one bar step per call, with samples/s (and the epoch and
+    the loss) shown.
 
     On an error the bar is removed, so the error is the only thing left on the screen.
     """
     if disable:
-        yield lambda _n, loss=None: None
+        yield lambda _n, loss=None, epoch=None: None
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -34,13 +35,15 @@ def progress_bar(
         task = progress.add_task(description, total=total, completed=initial, rate="")
         seen = 0
 
-        def advance(samples: int, loss: float | None = None) -> None:
+        def advance(samples: int, loss: float | None = None, epoch: str | None = None) -> None:
             nonlocal seen
             seen += samples
             elapsed = progress.tasks[task].elapsed or 0.0
             rate = f"{seen / elapsed:,.0f} samples/s" if elapsed > 0 else ""
             if loss is not None:
                 rate = f"loss {loss:.4f}  {rate}"
+            if epoch is not None:
+                rate = f"epoch {epoch}  {rate}"
             progress.update(task, advance=1, rate=rate)
 
         try:

@@ -396,7 +396,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                         accelerator.backward(loss / group)
                     seen += len(y) * world
                     running, n_run = running + float(loss.detach()), n_run + 1
-                    advance(len(y), loss=running / n_run)
+                    advance(len(y), loss=running / n_run, epoch=f"{epoch + 1}/{cfg.epochs}")
                     if sync:
                         optimizer.step()
                         scheduler.step()
