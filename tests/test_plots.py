@@ -15,8 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from lscdistill.cli import app
-from lscdistill.data import digits_split, load_features
-from lscdistill.plots import plot_continual, plot_latent, plot_training_curves, read_metrics
+from lscdistill.data import load_features
+from lscdistill.plots import _digits_features, plot_continual, plot_latent, plot_training_curves, read_metrics
 from lscdistill.train import TrainConfig, run_train
 
 runner = CliRunner()
@@ -28,22 +28,8 @@ def _is_png(path: Path) -> bool:
 
 
 def _features(root: Path, max_class: int) -> dict[str, str]:
-    """Digits pixels of the classes < max_class as .npy features, the fixed train/val split."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
-    paths = {}
-    for split in ("train", "val"):
-        idx = digits_split(y, split)
-        idx = idx[y[idx] < max_class]
-        paths[f"{split}_x"], paths[f"{split}_y"] = (
-            str(root / f"{split}-x{max_class}.npy"),
-            str(root / f"{split}-y{max_class}.npy"),
-        )
-        np.save(paths[f"{split}_x"], x[idx])
-        np.save(paths[f"{split}_y"], y[idx])
-    return paths
+    """Digits pixels of the classes < max_class as .npy features, the fixed train/val split (the library's own)."""
+    return _digits_features(root, max_class)[1]
 
 
 def _train(out: Path, paths: dict[str, str], **kw) -> Path:
