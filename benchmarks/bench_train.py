@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def run(cfg: Config, device: torch.device) -> Section:
             if kind == "lsc-store":
                 spec["store"] = str(Path(tmp) / f"means-{n}.h5")
                 _make_store(Path(spec["store"]), n)
+                os.sync()  # flush the fresh store now: its writeback would otherwise compete with the timed steps
             out = _case(spec)
             if kind == "lsc-store":
                 Path(spec["store"]).unlink()
