@@ -89,6 +89,17 @@ class Centers(ABC):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
+    def _scan(self, z: torch.Tensor, mode: str, rows, no_fast: str) -> Prediction:
+        """Exact prediction by a chunked brute-force scan of ``rows`` (a table, or a store read chunk by chunk)."""
+        self._check_mode(mode)
+        if mode == "fast":
+            raise ValueError(f"{no_fast} no structure for fast decoding; use mode='exact'")
+        if z.dim() != 2 or z.shape[1] != self.n_dim:
+            raise ValueError(f"embeddings must have shape [B, {self.n_dim}], got {tuple(z.shape)}")
+        idx, cos = exact_nearest(z, rows, chunk_size=self.chunk_size)
+        none = torch.zeros_like(idx, dtype=torch.bool)
+        return Prediction(idx, cos, none, none, "bruteforce")
+
 
 class SystemCenters(Centers):
     """Class ``c`` has center ``radius * system.vectors(c)``, for ``c < n_classes``.
@@ -199,14 +210,7 @@ class TableCenters(Centers):
         return self.table[labels.to(self.table.device)].to(device=labels.device, dtype=dtype)
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
-        self._check_mode(mode)
-        if mode == "fast":
-            raise ValueError("a table of centers has no structure for fast decoding; use mode='exact'")
-        if z.dim() != 2 or z.shape[1] != self.n_dim:
-            raise ValueError(f"embeddings must have shape [B, {self.n_dim}], got {tuple(z.shape)}")
-        idx, cos = exact_nearest(z, self.table, chunk_size=self.chunk_size)
-        none = torch.zeros_like(idx, dtype=torch.bool)
-        return Prediction(idx, cos, none, none, "bruteforce")
+        return self._scan(z, mode, self.table, "a table of centers has")
 
 
 class StoreCenters(Centers):
@@ -231,14 +235,7 @@ class StoreCenters(Centers):
         self.store.close()
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
-        self._check_mode(mode)
-        if mode == "fast":
-            raise ValueError("class means have no structure for fast decoding; use mode='exact'")
-        if z.dim() != 2 or z.shape[1] != self.n_dim:
-            raise ValueError(f"embeddings must have shape [B, {self.n_dim}], got {tuple(z.shape)}")
-        idx, cos = exact_nearest(z, self.store, chunk_size=self.chunk_size)
-        none = torch.zeros_like(idx, dtype=torch.bool)
-        return Prediction(idx, cos, none, none, "bruteforce")
+        return self._scan(z, mode, self.store, "class means have")
 
 
 def load_system(store) -> VectorSystem:

@@ -16,6 +16,8 @@ import torch
 
 from .centers import Centers
 from .data import LabeledData, load_features, load_images, resolve_preprocess, use_instance_labels
+from .files import atomic_file
+from .stores.writer import check_output_path
 
 __all__ = ["EvalConfig", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
 
@@ -210,10 +212,7 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
     """Write ``label, score, new_class (, fast_label)`` per sample to ``.csv`` or ``.npz`` (atomically)."""
     if out.suffix not in (".csv", ".npz"):
         raise ValueError(f"--out must end in .csv or .npz, got {out}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    check_output_path(out, overwrite)
     accelerator = _accelerator(cfg.cpu)
     if accelerator.num_processes > 1:
         raise ValueError("predict runs in one process (it writes one file in sample order)")
@@ -234,8 +233,7 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
         if centers is not None:
             centers.close()
     table = {k: np.concatenate(v) for k, v in columns.items()}
-    tmp = out.parent / f".{out.name}.tmp{out.suffix}"
-    try:
+    with atomic_file(out) as tmp:
         if out.suffix == ".npz":
             np.savez(tmp, **table)
         else:
@@ -244,10 +242,6 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
                 f.write(",".join(names) + "\n")
                 for i in range(len(table["index"])):
                     f.write(",".join(_fmt(table[k][i]) for k in names) + "\n")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {"path": str(out), "samples": len(table["index"]), "columns": list(table)}
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .files import atomic_file
+
 __all__ = [
     "MLP",
     "Student",
@@ -205,12 +207,10 @@ def save_run_model(run_dir: str | os.PathLike, model: Student, meta: dict[str, A
 
     run_dir = Path(run_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / f".{RUN_WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(run_dir / RUN_WEIGHTS)
-    tmp = run_dir / f".{RUN_META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    tmp.replace(run_dir / RUN_META)
+    with atomic_file(run_dir / RUN_WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    with atomic_file(run_dir / RUN_META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def load_run_model(run_dir: str | os.PathLike) -> tuple[Student, dict[str, Any]]:

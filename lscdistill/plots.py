@@ -32,6 +32,7 @@ import torch
 
 from .centers import SystemCenters
 from .data import LabeledData, load_features
+from .files import atomic_file
 
 __all__ = [
     "CurvesPlot",
@@ -191,13 +192,9 @@ def _check_out(out_png: str | os.PathLike) -> Path:
 
 def _save(fig, out_png: Path) -> None:
     """Written under a temporary name and renamed: a crash never leaves a half-written PNG."""
-    tmp = out_png.parent / f".{out_png.stem}.tmp.png"
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_file(out_png) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
 

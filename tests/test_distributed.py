@@ -78,15 +78,20 @@ def test_torchrun_extract_digits_teacher_equals_one_process(tmp_path):
         np.testing.assert_array_equal(s.counts, np.full(10, 7))
 
 
-def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path):
-    rng = np.random.default_rng(4)
+def _blobs(folder, seed: int, n_train: int, n_val: int) -> tuple[list[str], list[str]]:
+    """5 Gaussian classes in 12 dims as train/val feature files in ``folder``; the train and val flags."""
+    rng = np.random.default_rng(seed)
     means = rng.normal(size=(5, 12)) * 2
-    for name, n in (("train", 601), ("val", 201)):  # odd sizes: ranks get unequal shares
+    for name, n in (("train", n_train), ("val", n_val)):
         y = rng.integers(0, 5, size=n)
-        np.save(tmp_path / f"{name}_x.npy", (means[y] + 0.5 * rng.normal(size=(n, 12))).astype(np.float32))
-        np.save(tmp_path / f"{name}_y.npy", y)
-    data = ["--features", "train_x.npy", "--labels", "train_y.npy"]
-    val = ["--val-features", "val_x.npy", "--val-labels", "val_y.npy"]
+        np.save(folder / f"{name}_x.npy", (means[y] + 0.5 * rng.normal(size=(n, 12))).astype(np.float32))
+        np.save(folder / f"{name}_y.npy", y)
+    train = ["--features", "train_x.npy", "--labels", "train_y.npy"]
+    return train, ["--val-features", "val_x.npy", "--val-labels", "val_y.npy"]
+
+
+def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path):
+    data, val = _blobs(tmp_path, 4, 601, 201)  # odd sizes: ranks get unequal shares
     _torchrun("train", *data, *val, "--epochs", 3, "--lr", "3e-3", "-b", 32, "--dim", 8, "-q", "--out", "run",
               cwd=tmp_path)  # fmt: skip
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -103,14 +108,7 @@ def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path):
 
 
 def test_accelerate_launch_train_equals_torchrun(tmp_path):
-    rng = np.random.default_rng(5)
-    means = rng.normal(size=(5, 12)) * 2
-    for name, n in (("train", 401), ("val", 101)):  # odd sizes: ranks get unequal shares
-        y = rng.integers(0, 5, size=n)
-        np.save(tmp_path / f"{name}_x.npy", (means[y] + 0.5 * rng.normal(size=(n, 12))).astype(np.float32))
-        np.save(tmp_path / f"{name}_y.npy", y)
-    data = ["--features", "train_x.npy", "--labels", "train_y.npy"]
-    val = ["--val-features", "val_x.npy", "--val-labels", "val_y.npy"]
+    data, val = _blobs(tmp_path, 5, 401, 101)  # odd sizes: ranks get unequal shares
     args = ["train", *data, *val, "--epochs", 2, "--lr", "3e-3", "-b", 32, "--dim", 8, "--cpu", "-q"]
     _torchrun(*args, "--out", "torchrun", cwd=tmp_path)
     _accelerate_launch(*args, "--out", "accelerate", cwd=tmp_path)
