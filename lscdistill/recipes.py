@@ -46,6 +46,7 @@ from . import __version__
 from .demo import DemoConfig, run_demo
 from .evaluate import EvalConfig, run_evaluate
 from .extract import ExtractConfig, run_extract
+from .progress import is_main_process
 from .snap import METHODS, SnapConfig, run_snap
 from .train import OBJECTIVES, SCHEDULES, TrainConfig, run_train
 
@@ -289,12 +290,15 @@ def _substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     whole = _VAR.fullmatch(value)
     if whole:
         return variables[whole.group(1)]
-    return _VAR.sub(lambda m: _format_scalar(variables[m.group(1)]), value)
+    return _VAR.sub(lambda m: format_scalar(variables[m.group(1)]), value)
 
 
-def _format_scalar(value: Any) -> str:
+def format_scalar(value: Any) -> str:
+    """A value as YAML would write it inline: null, true/false, [a, b] for a tuple, else ``str``."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_scalar(v) for v in value) + "]"
     return str(value)
 
 
@@ -434,10 +438,6 @@ def recipe_copy_path(step: Step) -> Path | None:
     return out / "recipe.yaml" if step.kind in DIRECTORY_OUTPUTS else out.with_name(out.name + ".recipe.yaml")
 
 
-def _is_main() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _barrier() -> None:
     """Wait for every process of a torchrun / accelerate launch (sets up the process group if no step has yet)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -488,7 +488,7 @@ def run_recipe(recipe: Recipe, log: Callable[[str], None] | None = None) -> list
             step.output.parent.mkdir(parents=True, exist_ok=True)
         result = _run_step(step, log, f"lscdistill run {recipe.source} (step {step.number})")
         copy = recipe_copy_path(step)
-        if copy is not None and copy.parent.is_dir() and _is_main():
+        if copy is not None and copy.parent.is_dir() and is_main_process():
             copy.write_text(text)
         else:
             copy = None
@@ -505,7 +505,7 @@ def _run_step(step: Step, log: Callable[[str], None], command: str) -> Any:
     if step.kind == "demo" and world > 1:
         raise ValueError(f"step {step.number} (demo) runs in one process; run this recipe without a launcher")
     if step.kind == "snap":  # one process snaps (CPU work on the whole store); the others wait for its output
-        result = run_snap(cfg, log=log) if _is_main() else None
+        result = run_snap(cfg, log=log) if is_main_process() else None
         _barrier()
         return result
     return {"extract": run_extract, "train": run_train, "evaluate": run_evaluate, "demo": run_demo}[step.kind](cfg)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import typing
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..progress import is_main_process
 from ._common import JsonOpt, err_console, handle_errors, out_console
 
 __all__ = ["field_docs", "fields_markdown", "run_command"]
@@ -63,7 +63,7 @@ def run_command(
     if dry_run:
         _print_plan(resolved, check_inputs(resolved), json_)
         return
-    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun only rank 0 reports
+    main = is_main_process()  # under accelerate launch / torchrun only rank 0 reports
     results = run_recipe(resolved, log=(lambda line: err_console.print(line, highlight=False)) if main else None)
     if not main:
         return
@@ -118,7 +118,7 @@ def _print_list(paths: list[Path], as_json: bool) -> None:
 
 
 def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
-    from ..recipes import recipe_copy_path
+    from ..recipes import format_scalar, recipe_copy_path
 
     if as_json:
         typer.echo(json.dumps({"recipe": recipe.to_dict(), "missing_inputs": problems}))
@@ -134,7 +134,7 @@ def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
         table.add_column("field", style="cyan")
         table.add_column("value")
         for name in step.given:
-            table.add_row(name, escape(_show(getattr(step.config, name))))
+            table.add_row(name, escape(format_scalar(getattr(step.config, name))))
         show(table)
         rest = len(dataclasses.fields(step.config)) - len(step.given)
         copy = recipe_copy_path(step)
@@ -145,14 +145,6 @@ def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
     for problem in problems:
         err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     show("[dim]dry run: nothing was run (lscdistill run --fields lists every field)[/]")
-
-
-def _show(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------ field docs
@@ -226,14 +218,14 @@ def field_docs(kind: str) -> dict[str, str]:
 
 def fields_markdown() -> str:
     """One Markdown table per step type: field, type, default, meaning (the block in docs/recipes.md)."""
-    from ..recipes import STEP_CONFIGS
+    from ..recipes import STEP_CONFIGS, format_scalar
 
     parts = []
     for kind, cls in STEP_CONFIGS.items():
         docs = field_docs(kind)
         lines = [f"### `{kind}` ({cls.__name__})", "", "| field | type | default | meaning |", "|---|---|---|---|"]
         for f in dataclasses.fields(cls):
-            default = "**required**" if f.default is dataclasses.MISSING else f"`{_show(f.default)}`"
+            default = "**required**" if f.default is dataclasses.MISSING else f"`{format_scalar(f.default)}`"
             type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             type_name, meaning = (text.replace("|", "\\|") for text in (type_name, docs[f.name]))
             lines.append(f"| `{f.name}` | `{type_name}` | {default} | {meaning} |")

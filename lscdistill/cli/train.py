@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..progress import is_main_process
 from ._common import JsonOpt, err_console, handle_errors, out_console
 
 Data = Annotated[
@@ -145,7 +146,7 @@ def train_command(
         quiet=quiet,
     )
     result = run_train(cfg)
-    if quiet or not _is_main():
+    if quiet or not is_main_process():
         return
     final = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.final.items())
     err_console.print(f"{result.steps} steps in {result.seconds:.1f} s" + (f"; validation: {final}" if final else ""))
@@ -156,12 +157,6 @@ def train_command(
             f"{c['old_class_top1_after']:.4f} after"
         )
     typer.echo(str(result.run_dir))
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 @handle_errors
@@ -185,7 +180,7 @@ def evaluate_command(
     from ..evaluate import EvalConfig, run_evaluate
 
     result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels))
-    if not _is_main():
+    if not is_main_process():
         return
     if json_:
         typer.echo(json.dumps(result, indent=2))
