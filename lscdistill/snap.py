@@ -709,10 +709,7 @@ def snap(
         raise ValueError(fit_message(n, system.name, system.n_dim, d.get("interpolations", 0)))
     finite, nonzero = _scan(means)
     if not finite.all():
-        rows = np.flatnonzero(~finite)[:5].tolist()
-        raise ValueError(
-            f"{int((~finite).sum()):,} class means contain NaN or Inf (classes {rows}); fix the store first"
-        )
+        raise ValueError(_nan_message(finite))
     empty = np.zeros(n, dtype=bool) if counts is None else np.asarray(counts) == 0
     if empty.any() and not allow_empty:
         raise ValueError(_empty_message(counts))
