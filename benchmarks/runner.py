@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_extract, bench_inference, bench_predict, bench_snap, bench_train
+from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train
 from ._common import RESULTS, Section, machine
 
 
@@ -50,6 +50,13 @@ BENCHMARKS = {
             "Extract a class-means store from features at scale",
             bench_extract.ScaleConfig,
             bench_extract.scale,
+            default=False,
+        ),
+        Benchmark(
+            "realdata",
+            "Real images x backbones: CE teacher vs LSC students, eval mode, CLI defaults",
+            bench_realdata.Config,
+            bench_realdata.run,
             default=False,
         ),
     )

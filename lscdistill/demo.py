@@ -35,7 +35,7 @@ class DemoConfig:
     data: str = "digits"  # digits:train trains, digits:val evaluates
     epochs: int = 15  # epochs of every training run
     batch_size: int = 64
-    lr: float = 1e-3  # AdamW learning rate (the paper's 1e-4 needs more epochs than a demo has)
+    lr: float | None = None  # AdamW learning rate (default: train's, by objective)
     dim: int | None = None  # dim of the A_nr student (default: the model's feature width)
     seed: int = 0  # data order, initialisation and the A_nr shuffle key
     pictures: bool = True  # latent-space and training-curve PNGs

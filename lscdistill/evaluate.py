@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batchnorm import batch_statistics
 from .centers import Centers
 from .data import LabeledData, load_features, load_images, resolve_preprocess, use_instance_labels
 from .files import atomic_file
@@ -69,8 +70,12 @@ def evaluate_model(
     *,
     objective: str = "lsc",
     indices: np.ndarray | None = None,
+    batch_stats: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 (exact), top-1 (fast), their agreement, new-class flags, top-5 where cheap; summed over processes."""
+    """Top-1 (exact), top-1 (fast), their agreement, new-class flags, top-5 where cheap; summed over processes.
+
+    The model runs in eval mode, as it is saved; ``batch_stats=True`` runs it in train mode instead (BatchNorm on
+    each batch's own statistics, nothing in the model changed), for the train-mode vs eval-mode check."""
     indices = np.arange(len(data)) if indices is None else indices
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]
@@ -80,7 +85,7 @@ def evaluate_model(
     has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with batch_statistics(model) if batch_stats else torch.inference_mode():
         for x, y, _ in data.batches(mine, batch_size):
             x, y = x.to(accelerator.device), y.to(accelerator.device)
             p = _predict_batch(model, centers, x)

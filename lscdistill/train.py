@@ -8,6 +8,10 @@ samples of an epoch are skipped, different ones every epoch), so processes stay 
 A run directory holds ``config.json`` (the resolved configuration), ``metrics.jsonl``, ``checkpoints/step_N``
 (Accelerate ``save_state``: model, optimizer, scheduler, RNG states, plus ``trainer.json``) and, at the end,
 ``model.safetensors`` + ``model.json`` (self-describing: architecture, dim, centers, preprocessing).
+
+BatchNorm statistics are recomputed with the current weights (:mod:`lscdistill.batchnorm`, ``--bn-batches``)
+before every validation, checkpoint and the final save, so everything reported and saved is what the model does in
+eval mode; at the end the train-mode vs eval-mode accuracy on training samples is measured and a gap is warned of.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .batchnorm import batchnorm_layers, recompute_batchnorm
 from .centers import Centers, StoreCenters, SystemCenters, store_centers
 from .data import (
     LabeledData,
@@ -44,10 +49,18 @@ __all__ = ["TrainConfig", "TrainResult", "create_centers", "run_train"]
 
 OBJECTIVES = ("lsc", "ce")
 SCHEDULES = ("constant", "cosine")
+#: defaults by objective, chosen by a sweep on real images (docs/training.md); the paper's: --lr 1e-4, constant.
+#: LSC converges more slowly than cross-entropy (paper §6.7) and keeps gaining from a large constant step, where
+#: cross-entropy does best with a smaller one that decays.
+DEFAULT_LR = {"lsc": 3e-3, "ce": 1e-3}
+DEFAULT_SCHEDULE = {"lsc": "constant", "ce": "cosine"}
+WARMUP_FRACTION = 0.05  # default linear warmup: this share of all optimizer steps
 TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backed centers
 _CRASH_AT_STEP = int(os.environ.get("LSCDISTILL_CRASH_AT_STEP", "-1"))  # fault injection for the resume test
 #: fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "resume", "quiet", "log_every", "checkpoint_every", "keep_checkpoints", "workers"}
+MODE_GAP_SAMPLES = 1024  # training samples for the final train-mode vs eval-mode check
+MODE_GAP_WARN = 0.02  # warn when eval mode is this much below train mode on training samples
 
 
 @dataclass
@@ -74,10 +87,10 @@ class TrainConfig:
     instance_labels: bool = False
     loss: str = "cos"
     radius: float = 1.0
-    lr: float = 1e-4
+    lr: float | None = None  # default by objective: DEFAULT_LR
     weight_decay: float = 1e-5
-    schedule: str = "constant"
-    warmup_steps: int = 0
+    schedule: str | None = None  # default by objective: DEFAULT_SCHEDULE
+    warmup_steps: int | None = None  # default: WARMUP_FRACTION of the optimizer steps
     epochs: int = 10
     batch_size: int = 64  # per process
     grad_accum: int = 1
@@ -90,6 +103,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # optimizer steps; 0: at the end of every epoch
     keep_checkpoints: int = 2
+    bn_batches: int = 32  # training batches to recompute BatchNorm statistics from (0: keep the running averages)
     resume: bool = False
     init_from: str | None = None
     overwrite: bool = False
@@ -106,6 +120,7 @@ class TrainResult:
     final: dict[str, Any] = field(default_factory=dict)  # last validation metrics
     continual: dict[str, Any] | None = None
     seconds: float = 0.0
+    mode_check: dict[str, Any] | None = None  # train- vs eval-mode top-1 on training samples (BatchNorm models)
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -180,16 +195,30 @@ def _check_store_covers(centers: Centers, labels: np.ndarray, where: str) -> Non
         )
 
 
+def resolve_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the objective's default learning rate and schedule where they are not given."""
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    lr = DEFAULT_LR[cfg.objective] if cfg.lr is None else cfg.lr
+    schedule = DEFAULT_SCHEDULE[cfg.objective] if cfg.schedule is None else cfg.schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return replace(cfg, lr=lr, schedule=schedule)
+
+
+def _warmup(cfg: TrainConfig, total_steps: int) -> int:
+    return round(WARMUP_FRACTION * total_steps) if cfg.warmup_steps is None else cfg.warmup_steps
+
+
 def _schedule(cfg: TrainConfig, total_steps: int):
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"--schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
+    warmup = _warmup(cfg, total_steps)
 
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
         if cfg.schedule == "constant":
             return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -200,6 +229,55 @@ def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> np.nda
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     per = n // world
     return perm[rank::world][:per]
+
+
+def _bn_indices(n: int, cfg: TrainConfig, step: int, rank: int, world: int) -> tuple[np.ndarray, int, int]:
+    """This process's samples for recomputing BatchNorm statistics at ``step``: ``(indices, batch size, total
+    batches)``. The same seeded list of full batches on every process count; process ``rank`` takes every
+    ``world``-th batch (each process the same number of batches)."""
+    bs = min(cfg.batch_size, max(1, n // world))
+    total = min(cfg.bn_batches, n // bs)
+    total = max(world, total - total % world)
+    order = np.random.default_rng([cfg.seed, 104729, step]).permutation(n)[: total * bs]
+    return np.concatenate([order[i * bs : (i + 1) * bs] for i in range(rank, total, world)]), bs, total
+
+
+class _BatchNormStats:
+    """Recomputes BatchNorm statistics for the weights at a step (once per step), from unaugmented training
+    images; records what was done for ``model.json``."""
+
+    def __init__(self, cfg: TrainConfig, model, data: LabeledData | None) -> None:
+        self.cfg, self.data = cfg, data
+        self.active = data is not None and cfg.bn_batches > 0 and bool(batchnorm_layers(model))
+        self.step: int | None = None
+        self.info: dict[str, Any] = {"layers": len(batchnorm_layers(model)), "recomputed": self.active}
+
+    def update(self, accelerator, model, step: int) -> None:
+        if not self.active or self.step == step:
+            return
+        world, rank = accelerator.num_processes, accelerator.process_index
+        idx, bs, total = _bn_indices(len(self.data), self.cfg, step, rank, world)
+        inputs = (x for x, _, _ in self.data.batches(idx, bs))
+        recompute_batchnorm(accelerator.unwrap_model(model), inputs, device=accelerator.device, world=world)
+        self.step = step
+        self.info |= {"batches": total, "batch_size": bs, "samples": total * bs, "step": step}
+
+
+def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig) -> dict[str, Any]:
+    """Top-1 on training samples in eval mode (as saved) and in train mode (each batch's own statistics)."""
+    idx = np.random.default_rng([cfg.seed, 15485863]).permutation(len(data))[:MODE_GAP_SAMPLES]  # mixed classes
+    model = accelerator.unwrap_model(model)
+    kw = {"objective": cfg.objective, "indices": idx}
+    evals = evaluate_model(accelerator, model, centers, data, cfg.batch_size, **kw)["top1"]
+    trains = evaluate_model(accelerator, model, centers, data, cfg.batch_size, batch_stats=True, **kw)["top1"]
+    check = {"samples": len(idx), "train_top1_eval_mode": evals, "train_top1_train_mode": trains}
+    if trains - evals > MODE_GAP_WARN:
+        check["warning"] = (
+            f"eval mode scores {evals:.1%} on {len(idx):,} training samples but train mode {trains:.1%}: the saved "
+            "model's BatchNorm statistics do not fit its weights"
+            + (" (try --bn-batches 32 or more)" if cfg.bn_batches < 32 else "")
+        )
+    return check
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -237,8 +315,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    cfg = resolve_defaults(cfg)
     if (cfg.data is None) == (cfg.features is None):
         raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
     if cfg.objective == "ce" and cfg.centers is not None:
@@ -345,8 +422,22 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     batches_per_epoch = math.ceil(per_rank / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
+    meta["optimizer"] = {
+        "name": "AdamW",
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "schedule": cfg.schedule,
+        "warmup_steps": _warmup(cfg, total_steps),
+        "total_steps": total_steps,
+    }
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
+    bn_data = None
+    if batchnorm_layers(model):  # unaugmented training images: BatchNorm statistics and the mode check
+        bn_data = load_images(cfg.data, pre) if cfg.augment else train_data
+        if cfg.augment and cfg.instance_labels:
+            bn_data = use_instance_labels(bn_data)
+    bn_stats = _BatchNormStats(cfg, model, bn_data)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the scheduler steps once per optimizer step (not once per process)
     scheduler.split_batches = True
@@ -412,10 +503,12 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                                 samples_per_s=seen / (time.perf_counter() - start),
                             )
                         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                            bn_stats.update(accelerator, model, step)
                             _save(accelerator, run_dir, step, epoch * batches_per_epoch + batch_in_epoch, cfg)
                         if step == _CRASH_AT_STEP:  # tests: die like a killed process, no cleanup
                             os._exit(137)
                 batch_in_epoch = 0
+                bn_stats.update(accelerator, model, step)  # what is validated and saved is the eval-mode model
                 if val_data is not None:
                     final = evaluate_model(
                         accelerator, model, centers, val_data, cfg.batch_size, objective=cfg.objective
@@ -438,12 +531,15 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         continual["old_class_top1_after"] = _old_class_accuracy(
             accelerator, model, centers, val_data, continual["old_classes"], cfg
         )
+    bn_stats.update(accelerator, model, step)  # a no-op unless resumed from the last checkpoint
+    mode_check = _mode_check(accelerator, model, centers, bn_data, cfg) if bn_data is not None else None
     unwrapped = accelerator.unwrap_model(model)
     if main:
         meta |= {"steps": step, "final_metrics": final, "continual": continual}
+        meta |= {"batchnorm": bn_stats.info | ({"mode_check": mode_check} if mode_check else {})}
         save_run_model(run_dir, unwrapped, meta)
     accelerator.wait_for_everyone()
-    return TrainResult(run_dir, step, final, continual, time.perf_counter() - start)
+    return TrainResult(run_dir, step, final, continual, time.perf_counter() - start, mode_check)
 
 
 def _loss(model, x, y, centers: Centers | None, loss_fn, cfg: TrainConfig, device) -> torch.Tensor:

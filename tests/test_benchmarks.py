@@ -69,3 +69,32 @@ def test_plot_draws_the_written_results(tmp_path):
     )
     path = plot_suite(payload, tmp_path / "suite.png")
     assert path.stat().st_size > 10_000
+
+
+TINY_MNIST = {"limit_per_class": 10}  # 100 training and 20 validation images
+
+
+def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path):
+    """One cell of the real-data matrix (100 MNIST images x test_resnet, 1 epoch): CE teacher, LSC on A_nr, LSC
+    toward the teacher's means, each scored by `lscdistill evaluate` in eval mode, with the headline differences."""
+    payload = run_suite(
+        ("realdata",),
+        device="cpu",
+        overrides={"realdata": {"datasets": ("mnist",), "models": ("test_resnet",), "epochs": 1} | TINY_MNIST},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    section = payload["benchmarks"]["realdata"]
+    rows = {r["method"]: r for r in section["rows"]}
+    assert set(rows) == {"ce", "lsc", "lsc-means"}
+    for r in rows.values():
+        assert r["n_classes"] == 10 and r["batchnorm"]["recomputed"] and r["batchnorm"]["samples"] == 64
+        assert r["val_top1"] in {k / 20 for k in range(21)}  # scored on all 20 validation images
+    assert rows["ce"]["val_top1_fast"] is None and rows["lsc"]["val_top1_fast"] is not None  # fast decoding: A_nr
+    heads = {h["figure"]: h for h in section["headlines"]}
+    assert heads["lsc - ce val top-1 (points)"]["value"] == pytest.approx(
+        100 * (rows["lsc"]["val_top1"] - rows["ce"]["val_top1"])
+    )
+    gaps = [abs(r["train_top1_train_mode"] - r["train_top1_eval_mode"]) for r in rows.values()]
+    assert heads["max train/eval-mode gap (points)"]["value"] == pytest.approx(100 * max(gaps))

@@ -9,8 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
+from lscdistill.batchnorm import batchnorm_layers
+from lscdistill.models import build_student
 from lscdistill.stores import open_store
 
 pytestmark = pytest.mark.distributed
@@ -120,3 +123,61 @@ def test_accelerate_launch_train_equals_torchrun(tmp_path):
     assert torchrun.keys() == accelerate.keys()
     for key in torchrun:
         np.testing.assert_array_equal(accelerate[key], torchrun[key], err_msg=key)  # bit-identical weights
+
+
+_BN_SCRIPT = """
+import os, sys
+import numpy as np, torch
+from lscdistill.batchnorm import recompute_batchnorm
+from lscdistill.data import Preprocess, load_images
+from lscdistill.models import build_student
+from lscdistill.train import TrainConfig, _bn_indices
+
+world = int(os.environ.get("WORLD_SIZE", "1"))
+rank = int(os.environ.get("RANK", "0"))
+if world > 1:
+    torch.distributed.init_process_group("gloo")
+torch.manual_seed(0)
+model = build_student({"architecture": "test_resnet", "dim": 8, "project": True})
+data = load_images("digits:val", Preprocess(32, (0.5,) * 3, (0.5,) * 3))
+idx, bs, total = _bn_indices(len(data), TrainConfig(out="x", batch_size=16, bn_batches=6, seed=1), 5, rank, world)
+n = recompute_batchnorm(model, (x for x, _, _ in data.batches(idx, bs)), world=world)
+assert n == total // world, (n, total)
+state = {k: v for k, v in model.state_dict().items() if "running" in k}
+torch.save(state, sys.argv[1] + f"-{world}-{rank}.pt")
+if world > 1:
+    torch.distributed.destroy_process_group()
+"""
+
+
+def test_torchrun_batchnorm_statistics_are_the_same_on_every_rank_and_as_one_process(tmp_path):
+    """Each rank forwards every other batch of the one list; the averaged statistics are bitwise the same on both
+    ranks and equal, up to float rounding, to one process forwarding the whole list."""
+    script = tmp_path / "bn.py"
+    script.write_text(_BN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, script, tmp_path / "bn"], check=True, env=env, timeout=180)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run([*cmd, script, tmp_path / "bn"], check=True, env=env, timeout=180, capture_output=True)
+    one, r0, r1 = (torch.load(tmp_path / f"bn-{w}-{r}.pt") for w, r in ((1, 0), (2, 0), (2, 1)))
+    n_layers = len(batchnorm_layers(build_student({"architecture": "test_resnet", "dim": 8, "project": True})))
+    assert one.keys() == r0.keys() == r1.keys() and len(one) == 2 * n_layers > 0
+    for k in one:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(r0[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_torchrun_batchnorm_training_validates_the_saved_model(tmp_path):
+    """Two processes recompute the statistics together: the validation they report (each rank scoring its share of
+    the samples with its own copy) equals one process evaluating the saved model."""
+    args = ["--model", "test_resnet", "--data", "digits:val", "--val-data", "digits:val", "--bn-batches", 4]
+    _torchrun("train", *args, "--epochs", 1, "-b", 32, "--lr", "1e-3", "-q", "--out", "run", cwd=tmp_path)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["batchnorm"]["recomputed"] and meta["batchnorm"]["batches"] == 4
+    one = subprocess.run(
+        [sys.executable, "-m", "lscdistill", "evaluate", "run", "--data", "digits:val", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    one = json.loads(one.stdout)
+    for key in ("samples", "top1", "top1_fast", "new_class_flags"):
+        assert meta["final_metrics"][key] == one[key], key

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..progress import is_main_process
 from ._common import JsonOpt, err_console, handle_errors, out_console
@@ -64,10 +65,20 @@ def train_command(
     ] = False,
     loss: Annotated[str, typer.Option("--loss", help="cos (eq. 11), dist (eqs. 6-7) or cos+dist.")] = "cos",
     radius: Annotated[float, typer.Option("--radius", help="Cluster radius r_c of eq. 7 (dist losses).")] = 1.0,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 1e-4).")] = 1e-4,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="AdamW learning rate [default: 3e-3 for lsc, 1e-3 for ce; the paper's: 1e-4]."),
+    ] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (paper: 1e-5).")] = 1e-5,
-    schedule: Annotated[str, typer.Option("--schedule", help="constant or cosine (after warmup).")] = "constant",
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear warmup steps.")] = 0,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule", help="constant or cosine (after warmup) [default: constant for lsc, cosine for ce]."
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option("--warmup-steps", min=0, help="Linear warmup steps [default: 5% of all steps].")
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Passes over the training data.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch per process.")] = 64,
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Batches per optimizer step.")] = 1,
@@ -86,6 +97,16 @@ def train_command(
         int, typer.Option("--checkpoint-every", min=0, help="Save state every N steps (0: every epoch).")
     ] = 0,
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Checkpoints kept.")] = 2,
+    bn_batches: Annotated[
+        int,
+        typer.Option(
+            "--bn-batches",
+            min=0,
+            help="BatchNorm models: recompute the BatchNorm statistics with the current weights from this many "
+            "unaugmented training batches before every validation, checkpoint and the final save (0: keep the "
+            "running averages, which can be stale: see docs/training.md).",
+        ),
+    ] = 32,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
@@ -140,13 +161,18 @@ def train_command(
         log_every=log_every,
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
+        bn_batches=bn_batches,
         resume=resume,
         init_from=str(init_from) if init_from else None,
         overwrite=overwrite,
         quiet=quiet,
     )
     result = run_train(cfg)
-    if quiet or not is_main_process():
+    if not is_main_process():
+        return
+    if result.mode_check and "warning" in result.mode_check:  # shown with --quiet too
+        err_console.print(f"[yellow]warning:[/] {escape(result.mode_check['warning'])}", soft_wrap=True)
+    if quiet:
         return
     final = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.final.items())
     err_console.print(f"{result.steps} steps in {result.seconds:.1f} s" + (f"; validation: {final}" if final else ""))
