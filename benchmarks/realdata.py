@@ -111,7 +111,8 @@ def digits() -> Split:
 
 
 def prepare(name: str, cache: Path, **kwargs) -> Split:
-    """A named set, written under ``cache/<name>`` the first time."""
+    """A named set, written under ``cache/<name>`` the first time (``mnist-instances-<n_classes>``,
+    ``mnist-<limit_per_class>`` when those are given)."""
     if name == "digits":
         return digits()
     if name == "mnist":
@@ -120,3 +121,11 @@ def prepare(name: str, cache: Path, **kwargs) -> Split:
     if name == "mnist-instances":
         return write_mnist_instances(cache / f"mnist-instances-{kwargs.get('n_classes', 500)}", **kwargs)
     raise ValueError(f"unknown data set {name!r}: digits, mnist or mnist-instances")
+
+
+if __name__ == "__main__":  # python -m benchmarks.realdata OUT: write the image folders there
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "realdata")
+    for name in ("mnist", "mnist-instances"):
+        print(prepare(name, out))

@@ -62,6 +62,7 @@ BENCHMARKS = {
     )
 }
 DEFAULT = tuple(name for name, b in BENCHMARKS.items() if b.default)
+PLOTTED = {"predict", "inference", "train"}  # what the PNG draws (no PNG for a run of none of them)
 OTHERS_WARN = 0.05  # warn when other processes took more than this share of the machine's CPU time
 
 
@@ -142,7 +143,7 @@ def run_suite(
     tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
     tmp.replace(path)
     payload["paths"] = [str(path)]
-    if plot:
+    if plot and set(names) & PLOTTED:
         try:
             from .plot import plot_suite
         except ImportError:

@@ -63,16 +63,21 @@ def recompute_batchnorm(
 
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in train mode (BatchNorm on each batch's own statistics) without changing it: the running
-    statistics, the train/eval mode and the global RNG state are restored on exit, gradients are off."""
-    saved = [(buf, buf.clone()) for layer in batchnorm_layers(model) for buf in layer.buffers()]
-    was_training = model.training
+    """Run ``model`` with its BatchNorm layers on each batch's own statistics (as in training) and everything else
+    in eval mode (no dropout), without changing it: the running statistics, every module's train/eval flag and the
+    global RNG state are restored on exit; gradients are off."""
+    layers = batchnorm_layers(model)
+    saved = [(buf, buf.clone()) for layer in layers for buf in layer.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model.train()
+            model.eval()
+            for layer in layers:
+                layer.train()
             yield model
     finally:
         for buf, value in saved:
             buf.copy_(value)
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training

@@ -45,7 +45,7 @@ from .losses import create_loss
 from .models import Student, build_student, load_run_model, save_run_model
 from .progress import progress_bar
 
-__all__ = ["TrainConfig", "TrainResult", "create_centers", "run_train"]
+__all__ = ["TrainConfig", "TrainResult", "create_centers", "resolve_defaults", "run_train"]
 
 OBJECTIVES = ("lsc", "ce")
 SCHEDULES = ("constant", "cosine")
@@ -55,6 +55,7 @@ SCHEDULES = ("constant", "cosine")
 DEFAULT_LR = {"lsc": 3e-3, "ce": 1e-3}
 DEFAULT_SCHEDULE = {"lsc": "constant", "ce": "cosine"}
 WARMUP_FRACTION = 0.05  # default linear warmup: this share of all optimizer steps
+AUTO_FIELDS = ("lr", "schedule", "warmup_steps")  # None: the default above (or, on --resume, the run's own value)
 TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backed centers
 _CRASH_AT_STEP = int(os.environ.get("LSCDISTILL_CRASH_AT_STEP", "-1"))  # fault injection for the resume test
 #: fields that may change when a run is resumed (everything else must match the checkpoint)
@@ -206,6 +207,16 @@ def resolve_defaults(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, lr=lr, schedule=schedule)
 
 
+def _inherit_defaults(cfg: TrainConfig) -> TrainConfig:
+    """On ``--resume``: the fields left to their default (lr, schedule, warmup) take the run's recorded values, so a
+    run continues as it started, even with ``--epochs`` changed or a newer lscdistill's defaults."""
+    try:
+        saved = json.loads((Path(cfg.out) / "config.json").read_text())
+    except (OSError, ValueError):
+        return cfg  # the resume check says what is wrong
+    return replace(cfg, **{k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None})
+
+
 def _warmup(cfg: TrainConfig, total_steps: int) -> int:
     return round(WARMUP_FRACTION * total_steps) if cfg.warmup_steps is None else cfg.warmup_steps
 
@@ -246,11 +257,16 @@ class _BatchNormStats:
     """Recomputes BatchNorm statistics for the weights at a step (once per step), from unaugmented training
     images; records what was done for ``model.json``."""
 
-    def __init__(self, cfg: TrainConfig, model, data: LabeledData | None) -> None:
-        self.cfg, self.data = cfg, data
-        self.active = data is not None and cfg.bn_batches > 0 and bool(batchnorm_layers(model))
+    def __init__(self, cfg: TrainConfig, model, train_data: LabeledData, pre: Preprocess | None) -> None:
+        self.cfg, self.data = cfg, None
+        layers = len(batchnorm_layers(model))
+        if layers:  # the training images without augmentation (features only feed the MLP: no BatchNorm)
+            self.data = load_images(cfg.data, pre) if cfg.augment else train_data
+            if cfg.augment and cfg.instance_labels:
+                self.data = use_instance_labels(self.data)
+        self.active = layers > 0 and cfg.bn_batches > 0
         self.step: int | None = None
-        self.info: dict[str, Any] = {"layers": len(batchnorm_layers(model)), "recomputed": self.active}
+        self.info: dict[str, Any] = {"layers": layers, "recomputed": self.active}
 
     def update(self, accelerator, model, step: int) -> None:
         if not self.active or self.step == step:
@@ -263,17 +279,23 @@ class _BatchNormStats:
         self.info |= {"batches": total, "batch_size": bs, "samples": total * bs, "step": step}
 
 
-def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig) -> dict[str, Any]:
-    """Top-1 on training samples in eval mode (as saved) and in train mode (each batch's own statistics)."""
-    idx = np.random.default_rng([cfg.seed, 15485863]).permutation(len(data))[:MODE_GAP_SAMPLES]  # mixed classes
+def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig) -> dict[str, Any] | None:
+    """Top-1 on training samples in eval mode (as saved) and with BatchNorm on each batch's own statistics (as in
+    training), on the same full batches (a BatchNorm cannot take a batch of one); ``None`` if too few samples."""
+    world = accelerator.num_processes
+    bs = min(cfg.batch_size, min(MODE_GAP_SAMPLES, len(data)) // world)
+    if bs < 2:
+        return None
+    n = min(MODE_GAP_SAMPLES, len(data)) // (world * bs) * (world * bs)  # every process: whole batches of bs
+    idx = np.random.default_rng([cfg.seed, 15485863]).permutation(len(data))[:n]  # mixed classes
     model = accelerator.unwrap_model(model)
     kw = {"objective": cfg.objective, "indices": idx}
-    evals = evaluate_model(accelerator, model, centers, data, cfg.batch_size, **kw)["top1"]
-    trains = evaluate_model(accelerator, model, centers, data, cfg.batch_size, batch_stats=True, **kw)["top1"]
-    check = {"samples": len(idx), "train_top1_eval_mode": evals, "train_top1_train_mode": trains}
+    evals = evaluate_model(accelerator, model, centers, data, bs, **kw)["top1"]
+    trains = evaluate_model(accelerator, model, centers, data, bs, batch_stats=True, **kw)["top1"]
+    check = {"samples": n, "batch_size": bs, "train_top1_eval_mode": evals, "train_top1_train_mode": trains}
     if trains - evals > MODE_GAP_WARN:
         check["warning"] = (
-            f"eval mode scores {evals:.1%} on {len(idx):,} training samples but train mode {trains:.1%}: the saved "
+            f"eval mode scores {evals:.1%} on {n:,} training samples but train mode {trains:.1%}: the saved "
             "model's BatchNorm statistics do not fit its weights"
             + (" (try --bn-batches 32 or more)" if cfg.bn_batches < 32 else "")
         )
@@ -315,6 +337,8 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if cfg.resume:
+        cfg = _inherit_defaults(cfg)
     cfg = resolve_defaults(cfg)
     if (cfg.data is None) == (cfg.features is None):
         raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
@@ -410,11 +434,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         "data": train_data.description,
     }
 
-    if main and not cfg.resume:
-        _create_run_dir(cfg, run_dir)
-    accelerator.wait_for_everyone()
-
-    # ---- optimizer, schedule, accelerate
+    # ---- steps, run directory, optimizer, schedule, accelerate
     world, rank = accelerator.num_processes, accelerator.process_index
     per_rank = len(train_data) // world
     if per_rank < 1:
@@ -422,22 +442,17 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     batches_per_epoch = math.ceil(per_rank / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    meta["optimizer"] = {
-        "name": "AdamW",
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-        "schedule": cfg.schedule,
-        "warmup_steps": _warmup(cfg, total_steps),
-        "total_steps": total_steps,
-    }
+    cfg = replace(cfg, warmup_steps=_warmup(cfg, total_steps))  # config.json records the number
+    meta["optimizer"] = {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    meta["optimizer"] |= {"schedule": cfg.schedule, "warmup_steps": cfg.warmup_steps, "total_steps": total_steps}
+
+    if main and not cfg.resume:
+        _create_run_dir(cfg, run_dir)
+    accelerator.wait_for_everyone()
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
-    bn_data = None
-    if batchnorm_layers(model):  # unaugmented training images: BatchNorm statistics and the mode check
-        bn_data = load_images(cfg.data, pre) if cfg.augment else train_data
-        if cfg.augment and cfg.instance_labels:
-            bn_data = use_instance_labels(bn_data)
-    bn_stats = _BatchNormStats(cfg, model, bn_data)
+    bn_stats = _BatchNormStats(cfg, model, train_data, pre)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the scheduler steps once per optimizer step (not once per process)
     scheduler.split_batches = True
@@ -527,12 +542,12 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         if metrics is not None:
             metrics.close()
 
+    bn_stats.update(accelerator, model, step)  # a no-op unless resumed from the last checkpoint
     if continual is not None:
         continual["old_class_top1_after"] = _old_class_accuracy(
             accelerator, model, centers, val_data, continual["old_classes"], cfg
         )
-    bn_stats.update(accelerator, model, step)  # a no-op unless resumed from the last checkpoint
-    mode_check = _mode_check(accelerator, model, centers, bn_data, cfg) if bn_data is not None else None
+    mode_check = _mode_check(accelerator, model, centers, bn_stats.data, cfg) if bn_stats.data is not None else None
     unwrapped = accelerator.unwrap_model(model)
     if main:
         meta |= {"steps": step, "final_metrics": final, "continual": continual}

@@ -3,6 +3,7 @@ predictions that match a brute-force reference, and one clear error for bad inpu
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from lscdistill.cli import app
 from lscdistill.evaluate import load_run
 from lscdistill.models import load_state_dict
 from lscdistill.stores import MeanAccumulator, StoreWriter
+from lscdistill.train import DEFAULT_LR, DEFAULT_SCHEDULE, WARMUP_FRACTION, TrainConfig, resolve_defaults
 
 runner = CliRunner()
 
@@ -84,6 +86,50 @@ def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
         "step_57",
         "step_76",
     ]  # the last 2 (19 steps/epoch)
+
+
+@pytest.mark.parametrize("objective", ["lsc", "ce"])
+def test_defaults_by_objective_are_resolved_and_recorded(tmp_path, blobs, objective):
+    args, _ = blobs
+    run = tmp_path / objective
+    _ok("train", *args, "--objective", objective, "--epochs", "2", "-b", "32", "-q", "--hidden", "16", "--out", run)
+    total = 2 * -(-len(np.load(args[3])) // 32)  # optimizer steps: 2 epochs of batches of 32
+    warmup = round(WARMUP_FRACTION * total)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["lr"], config["schedule"]) == (DEFAULT_LR[objective], DEFAULT_SCHEDULE[objective])
+    assert config["warmup_steps"] == warmup  # resolved from the step count when the run was created
+    optimizer = json.loads((run / "model.json").read_text())["optimizer"]
+    assert optimizer == {
+        "name": "AdamW",
+        "lr": DEFAULT_LR[objective],
+        "weight_decay": 1e-5,
+        "schedule": DEFAULT_SCHEDULE[objective],
+        "warmup_steps": warmup,
+        "total_steps": total,
+    }
+    lrs = [m["lr"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in m]
+    assert len(lrs) == total // 10 and warmup < 10  # logged every 10 steps, all after the warmup
+    if objective == "lsc":
+        assert lrs == [pytest.approx(DEFAULT_LR["lsc"])] * len(lrs)  # constant
+    else:
+        assert all(a > b for a, b in itertools.pairwise(lrs))  # cosine: decreasing
+    explicit = resolve_defaults(TrainConfig(out=run, objective=objective, lr=1e-4, schedule="constant"))
+    assert (explicit.lr, explicit.schedule) == (1e-4, "constant")  # the paper's settings, one flag away
+
+
+def test_resume_keeps_the_runs_own_lr_schedule_and_warmup(tmp_path, blobs):
+    """Flags left to their default take the run's recorded values on --resume: a run made with other settings (or
+    by an older lscdistill with other defaults) continues as it started, also with more epochs."""
+    args, _ = blobs
+    run = tmp_path / "run"
+    common = [*args, "-b", "32", "-q", "--hidden", "16", "--out", run]
+    _ok("train", *common, "--epochs", "1", "--lr", "5e-4", "--schedule", "cosine")
+    before = json.loads((run / "config.json").read_text())
+    assert (before["lr"], before["schedule"], before["warmup_steps"]) == (5e-4, "cosine", 1)  # 5% of 19 steps
+    _ok("train", *common, "--epochs", "2", "--resume")  # refused if the defaults (3e-3, constant) were taken
+    optimizer = json.loads((run / "model.json").read_text())["optimizer"]
+    assert (optimizer["lr"], optimizer["schedule"], optimizer["warmup_steps"]) == (5e-4, "cosine", 1)
+    assert optimizer["total_steps"] == 2 * 19  # the schedule now spans both epochs; the warmup did not stretch
 
 
 def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):

@@ -21,7 +21,7 @@ def demo_command(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of every training run.")] = 15,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch size.")] = 64,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="AdamW learning rate [default: train's, 3e-3 lsc / 1e-3 ce].")
+        float | None, typer.Option("--lr", help="AdamW learning rate (default: train's, 3e-3 lsc / 1e-3 ce).")
     ] = None,
     dim: Annotated[
         int | None, typer.Option("--dim", min=2, help="Dim of the A_nr student (default: the model's width).")

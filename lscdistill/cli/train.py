@@ -67,17 +67,17 @@ def train_command(
     radius: Annotated[float, typer.Option("--radius", help="Cluster radius r_c of eq. 7 (dist losses).")] = 1.0,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="AdamW learning rate [default: 3e-3 for lsc, 1e-3 for ce; the paper's: 1e-4]."),
+        typer.Option("--lr", help="AdamW learning rate (default: 3e-3 for lsc, 1e-3 for ce; the paper's: 1e-4)."),
     ] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (paper: 1e-5).")] = 1e-5,
     schedule: Annotated[
         str | None,
         typer.Option(
-            "--schedule", help="constant or cosine (after warmup) [default: constant for lsc, cosine for ce]."
+            "--schedule", help="constant or cosine, after the warmup (default: constant for lsc, cosine for ce)."
         ),
     ] = None,
     warmup_steps: Annotated[
-        int | None, typer.Option("--warmup-steps", min=0, help="Linear warmup steps [default: 5% of all steps].")
+        int | None, typer.Option("--warmup-steps", min=0, help="Linear warmup steps (default: 5% of all steps).")
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Passes over the training data.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch per process.")] = 64,
