@@ -18,7 +18,14 @@ from lscdistill.cli import app
 from lscdistill.evaluate import load_run
 from lscdistill.models import load_state_dict
 from lscdistill.stores import MeanAccumulator, StoreWriter
-from lscdistill.train import DEFAULT_LR, DEFAULT_SCHEDULE, WARMUP_FRACTION, TrainConfig, resolve_defaults
+from lscdistill.train import (
+    DEFAULT_LR,
+    DEFAULT_SCHEDULE,
+    WARMUP_FRACTION,
+    WSD_DECAY_FRACTION,
+    TrainConfig,
+    resolve_defaults,
+)
 
 runner = CliRunner()
 
@@ -92,8 +99,8 @@ def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
 def test_defaults_by_objective_are_resolved_and_recorded(tmp_path, blobs, objective):
     args, _ = blobs
     run = tmp_path / objective
-    _ok("train", *args, "--objective", objective, "--epochs", "2", "-b", "32", "-q", "--hidden", "16", "--out", run)
-    total = 2 * -(-len(np.load(args[3])) // 32)  # optimizer steps: 2 epochs of batches of 32
+    _ok("train", *args, "--objective", objective, "--epochs", "4", "-b", "32", "-q", "--hidden", "16", "--out", run)
+    total = 4 * -(-len(np.load(args[3])) // 32)  # optimizer steps: 4 epochs of batches of 32
     warmup = round(WARMUP_FRACTION * total)
     config = json.loads((run / "config.json").read_text())
     assert (config["lr"], config["schedule"]) == (DEFAULT_LR[objective], DEFAULT_SCHEDULE[objective])
@@ -107,12 +114,17 @@ def test_defaults_by_objective_are_resolved_and_recorded(tmp_path, blobs, object
         "warmup_steps": warmup,
         "total_steps": total,
     }
-    lrs = [m["lr"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in m]
-    assert len(lrs) == total // 10 and warmup < 10  # logged every 10 steps, all after the warmup
-    if objective == "lsc":
-        assert lrs == [pytest.approx(DEFAULT_LR["lsc"])] * len(lrs)  # constant
+    logged = [m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in m]
+    assert [m["step"] for m in logged] == list(range(10, total + 1, 10)) and warmup < 10  # all after the warmup
+    lrs = [m["lr"] for m in logged]
+    if DEFAULT_SCHEDULE[objective] == "wsd":  # constant until the last WSD_DECAY_FRACTION, then decaying
+        decay_from = warmup + (1 - WSD_DECAY_FRACTION) * (total - warmup)
+        assert any(m["step"] > decay_from for m in logged)  # the decay is logged too
+        for m in logged:
+            assert (m["lr"] == pytest.approx(DEFAULT_LR[objective])) == (m["step"] <= decay_from), m
     else:
-        assert all(a > b for a, b in itertools.pairwise(lrs))  # cosine: decreasing
+        assert DEFAULT_SCHEDULE[objective] == "cosine"
+        assert all(a > b for a, b in itertools.pairwise(lrs))  # decreasing from the first logged step
     explicit = resolve_defaults(TrainConfig(out=run, objective=objective, lr=1e-4, schedule="constant"))
     assert (explicit.lr, explicit.schedule) == (1e-4, "constant")  # the paper's settings, one flag away
 

@@ -73,7 +73,9 @@ def train_command(
     schedule: Annotated[
         str | None,
         typer.Option(
-            "--schedule", help="constant or cosine, after the warmup (default: constant for lsc, cosine for ce)."
+            "--schedule",
+            help="After the warmup: constant, cosine (decay to 0 over all steps) or wsd (constant, then a cosine "
+            "decay to 0 over the last 20% of the steps) (default: wsd for lsc, cosine for ce).",
         ),
     ] = None,
     warmup_steps: Annotated[
