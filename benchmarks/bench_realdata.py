@@ -70,6 +70,8 @@ def _train(out: Path, split: realdata.Split, model: str, cfg: Config, *extra: An
     check = meta.get("batchnorm", {}).get("mode_check") or {}
     return {
         "val_top1": evaluated["top1"],
+        "val_hits": round(evaluated["top1"] * evaluated["samples"]),
+        "val_samples": evaluated["samples"],
         "val_top1_fast": evaluated.get("top1_fast"),
         "new_class_flags": evaluated.get("new_class_flags"),
         "train_top1_eval_mode": check.get("train_top1_eval_mode"),
@@ -102,7 +104,8 @@ def _cell(section: Section, split: realdata.Split, model: str, runs: Path, cfg: 
         section.rows.append(row | {"epochs": cfg.epochs, **r, "note": note})
     common = {"n_classes": split.n_classes, "case": case, "unit": "pt"}
     for method in ("lsc", "lsc-means"):
-        diff = 100 * (results[method]["val_top1"] - results["ce"]["val_top1"])
+        hits = results[method]["val_hits"] - results["ce"]["val_hits"]  # integers: -3.0 stays -3.0
+        diff = 100 * hits / results["ce"]["val_samples"]
         section.headlines.append(headline(f"{method} - ce val top-1 (points)", diff, target=-GAP_TARGET, **common))
     gaps = [g for g in map(_mode_gap, results.values()) if g is not None]
     if gaps:

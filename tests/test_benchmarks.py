@@ -98,5 +98,6 @@ def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path):
     assert heads["lsc - ce val top-1 (points)"]["value"] == pytest.approx(
         100 * (rows["lsc"]["val_top1"] - rows["ce"]["val_top1"])
     )
+    assert rows["lsc"]["val_hits"] == round(rows["lsc"]["val_top1"] * 20) and rows["lsc"]["val_samples"] == 20
     gaps = [r["train_top1_train_mode"] - r["train_top1_eval_mode"] for r in rows.values()]
     assert heads["train-mode minus eval-mode top-1, worst (points)"]["value"] == pytest.approx(100 * max(gaps))
