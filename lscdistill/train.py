@@ -603,6 +603,7 @@ def _save(accelerator, run_dir: Path, step: int, batches: int, cfg: TrainConfig)
         tmp.parent.mkdir(exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
     if accelerator.is_main_process:
         state = {"step": step, "batches": batches, "processes": accelerator.num_processes}
         (tmp / "trainer.json").write_text(json.dumps(state) + "\n")
