@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if centers is not None:
         centers.close()
     data = load_images(args.data, resolve_preprocess(model, args.data))
-    layers = {name: m for name, m in model.named_modules() if m in set(batchnorm_layers(model))}
+    bn = set(batchnorm_layers(model))
+    layers = {name: m for name, m in model.named_modules() if m in bn}
     saved = {n: (m.running_mean.double().clone(), m.running_var.double().clone()) for n, m in layers.items()}
     seen: dict[str, list[tuple[torch.Tensor, torch.Tensor, int]]] = {n: [] for n in layers}
 

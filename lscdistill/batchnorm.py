@@ -24,6 +24,11 @@ from torch import nn
 __all__ = ["batch_statistics", "batchnorm_layers", "recompute_batchnorm"]
 
 
+def _cuda_devices() -> list[int]:
+    """The CUDA device whose RNG a forward pass can draw from (none before CUDA is initialized)."""
+    return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+
+
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The layers whose eval-mode output depends on running statistics (BatchNorm with ``track_running_stats``)."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -42,7 +47,6 @@ def recompute_batchnorm(
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    devices = [device] if device is not None and device.type == "cuda" else []
     n = 0
 
     def counted():
@@ -51,7 +55,7 @@ def recompute_batchnorm(
             n += 1
             yield x if device is None else x.to(device, non_blocking=True)
 
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    with torch.random.fork_rng(devices=_cuda_devices()), torch.no_grad():
         torch.optim.swa_utils.update_bn(counted(), model)
     if world > 1:
         for layer in layers:
@@ -69,9 +73,8 @@ def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     layers = batchnorm_layers(model)
     saved = [(buf, buf.clone()) for layer in layers for buf in layer.buffers()]
     modes = [(m, m.training) for m in model.modules()]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=_cuda_devices()), torch.no_grad():
             model.eval()
             for layer in layers:
                 layer.train()

@@ -74,8 +74,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Top-1 (exact), top-1 (fast), their agreement, new-class flags, top-5 where cheap; summed over processes.
 
-    The model runs in eval mode, as it is saved; ``batch_stats=True`` runs it in train mode instead (BatchNorm on
-    each batch's own statistics, nothing in the model changed), for the train-mode vs eval-mode check."""
+    The model runs in eval mode, as it is saved; ``batch_stats=True`` puts its BatchNorm layers on each batch's own
+    statistics instead, as in training (nothing in the model changed), for the train-mode vs eval-mode check."""
     indices = np.arange(len(data)) if indices is None else indices
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]

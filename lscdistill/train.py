@@ -218,12 +218,9 @@ def _inherit_defaults(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, **{k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None})
 
 
-def _warmup(cfg: TrainConfig, total_steps: int) -> int:
-    return round(WARMUP_FRACTION * total_steps) if cfg.warmup_steps is None else cfg.warmup_steps
-
-
 def _schedule(cfg: TrainConfig, total_steps: int):
-    warmup = _warmup(cfg, total_steps)
+    """The LR factor per optimizer step; ``cfg.warmup_steps`` is resolved (an int) by the time this is built."""
+    warmup = cfg.warmup_steps
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -247,8 +244,9 @@ def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> np.nda
 
 def _bn_indices(n: int, cfg: TrainConfig, step: int, rank: int, world: int) -> tuple[np.ndarray, int, int]:
     """This process's samples for recomputing BatchNorm statistics at ``step``: ``(indices, batch size, total
-    batches)``. The same seeded list of full batches on every process count; process ``rank`` takes every
-    ``world``-th batch (each process the same number of batches)."""
+    batches)``. Full batches from one seeded order of the samples, their number rounded down to a multiple of
+    ``world`` (at least ``world``); process ``rank`` takes every ``world``-th batch, so every process forwards as
+    many batches as the others."""
     bs = min(cfg.batch_size, max(1, n // world))
     total = min(cfg.bn_batches, n // bs)
     total = max(world, total - total % world)
@@ -445,7 +443,8 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     batches_per_epoch = math.ceil(per_rank / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    cfg = replace(cfg, warmup_steps=_warmup(cfg, total_steps))  # config.json records the number
+    if cfg.warmup_steps is None:  # resolved here, from the step count, so config.json records the number
+        cfg = replace(cfg, warmup_steps=round(WARMUP_FRACTION * total_steps))
     meta["optimizer"] = {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay}
     meta["optimizer"] |= {"schedule": cfg.schedule, "warmup_steps": cfg.warmup_steps, "total_steps": total_steps}
 
