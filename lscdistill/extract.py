@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .data import FeatureData, LabeledData, load_features, load_images, resolve_preprocess, select_indices
-from .models import Student, checkpoint_sha256, create_teacher, embed, resolve_checkpoint
+from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
 from .progress import progress_bar
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
 
@@ -33,6 +33,7 @@ class ExtractConfig:
     features: str | None = None  # precomputed embeddings .npy / .h5[:name] (no teacher)
     labels: str | None = None  # labels .npy for --features
     teacher: str | None = None  # timm model name
+    model_kwargs: tuple[str, ...] = ()  # KEY=VALUE keyword arguments for timm.create_model
     checkpoint: str | None = None  # .pt/.pth/.safetensors or a run directory
     img_size: int | None = None
     mean: tuple[float, ...] | None = None
@@ -78,7 +79,7 @@ def _source(cfg: ExtractConfig) -> tuple[LabeledData, torch.nn.Module | None, di
             raise ValueError("--features are embeddings already: drop --teacher/--checkpoint")
         return load_features(cfg.features, cfg.labels, cfg.n_classes), None, {}
     torch.manual_seed(cfg.seed)  # only matters for a randomly initialized teacher (no checkpoint)
-    model = create_teacher(cfg.teacher, cfg.checkpoint)
+    model = create_teacher(cfg.teacher, cfg.checkpoint, kwargs=parse_model_kwargs(cfg.model_kwargs))
     info: dict[str, Any] = {"teacher": cfg.teacher, "seed": None if cfg.checkpoint else cfg.seed}
     if cfg.checkpoint is not None:
         weights, meta = resolve_checkpoint(cfg.checkpoint)

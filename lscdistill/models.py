@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ __all__ = [
     "embed",
     "load_run_model",
     "load_state_dict",
+    "parse_model_kwargs",
     "resolve_checkpoint",
     "save_run_model",
 ]
@@ -84,29 +86,32 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names)
 
 
-def create_teacher(name: str | None, checkpoint: str | os.PathLike | None = None, *, in_chans: int = 3) -> nn.Module:
-    """A timm model without its classifier (``num_classes=0``), with weights from a local checkpoint.
+def create_teacher(
+    name: str | None,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    in_chans: int = 3,
+    kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A timm model without its classifier (``num_classes=0``), with weights from a local checkpoint; ``kwargs``
+    go to ``timm.create_model`` (a run directory records its own).
 
     A checkpoint of the same architecture trained *with* a classifier loads too: its classifier weights are
     ignored. Any other mismatch (missing or unexpected backbone weights, wrong shapes) is an error.
     """
-    import timm
-
-    meta: dict[str, Any] = {}
     if checkpoint is not None:
-        weights, meta = resolve_checkpoint(checkpoint)
+        weights, _ = resolve_checkpoint(checkpoint)
         if Path(checkpoint).is_dir():  # a `lscdistill train` run: its own student, embeddings after projection
             model, meta = load_run_model(checkpoint)
             arch = meta["model"]["architecture"]
             if name and name != arch:
                 raise ValueError(f"--teacher {name} but the run directory {checkpoint} holds a {arch} model")
+            if kwargs:
+                raise ValueError(f"--model-kwargs: the run directory {checkpoint} records its model's own")
             return model
-    if not name:
+    if not name or name == "mlp":
         raise ValueError("give a timm model name with --teacher (or a run directory that records it)")
-    try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
-    except RuntimeError as exc:  # timm's "Unknown model"
-        raise ValueError(f"unknown timm model {name!r}: {exc}") from None
+    model = build_student({"architecture": name, "in_chans": in_chans, "kwargs": kwargs}).backbone
     if checkpoint is not None:
         _load_into(model, load_state_dict(weights), weights, name)
     return model.eval()
@@ -136,6 +141,23 @@ def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(model, Student):
         return model.embed(x)
     return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def parse_model_kwargs(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments for ``timm.create_model`` (timm ``train.py``'s
+    ``--model-kwargs``): values are Python literals where they parse as one (``4``, ``0.1``, ``True``,
+    ``(32, 32)``), text otherwise."""
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-kwargs {item!r}: expected KEY=VALUE, e.g. patch_size=4")
+        try:
+            kwargs[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key] = text.strip()
+    return kwargs
 
 
 # ------------------------------------------------------------------------------------------------ students
@@ -187,17 +209,23 @@ class Student(nn.Module):
 
 def build_student(spec: dict[str, Any]) -> Student:
     """A student from its description (``model.json``'s ``model`` entry): ``architecture`` (timm name or
-    ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``dim``, ``n_head_classes``, ``project``."""
-    arch = spec["architecture"]
+    ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``kwargs`` (more ``timm.create_model`` arguments),
+    ``dim``, ``n_head_classes``, ``project``."""
+    arch, kwargs = spec["architecture"], dict(spec.get("kwargs") or {})
     if arch == "mlp":
+        if kwargs:
+            raise ValueError(f"model keyword arguments {sorted(kwargs)} are for timm models, not the --features MLP")
         backbone = MLP(int(spec["in_dim"]), int(spec.get("hidden", 256)))
     else:
         import timm
 
+        in_chans = int(spec.get("in_chans", 3))
         try:
-            backbone = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=int(spec.get("in_chans", 3)))
+            backbone = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
         except RuntimeError as exc:
             raise ValueError(f"unknown timm model {arch!r}: {exc}") from None
+        except TypeError as exc:  # a keyword the architecture does not take
+            raise ValueError(f"timm model {arch!r} does not take the keyword arguments {kwargs}: {exc}") from None
     return Student(backbone, spec.get("dim"), spec.get("n_head_classes"), bool(spec.get("project", False)))
 
 

@@ -42,7 +42,7 @@ from .data import (
 )
 from .evaluate import evaluate_model
 from .losses import create_loss
-from .models import Student, build_student, load_run_model, save_run_model
+from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model
 from .progress import progress_bar
 
 __all__ = ["TrainConfig", "TrainResult", "create_centers", "resolve_defaults", "run_train"]
@@ -71,6 +71,7 @@ class TrainConfig:
 
     out: Path
     model: str | None = None  # timm name; default "mlp" for --features
+    model_kwargs: tuple[str, ...] = ()  # KEY=VALUE keyword arguments for timm.create_model (e.g. patch_size=4)
     data: str | None = None
     features: str | None = None
     labels: str | None = None
@@ -112,7 +113,10 @@ class TrainConfig:
     quiet: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        def plain(v: Any) -> Any:
+            return str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+
+        return {k: plain(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -378,6 +382,8 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
             f"to the centers' dimension (drop --dim, or snap/extract the centers at {dim} dims)"
         )
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
+    if cfg.model_kwargs:
+        spec["kwargs"] = parse_model_kwargs(cfg.model_kwargs)
     spec["project"] = cfg.objective == "lsc"  # see Student: backbones end in ReLU/GELU, centers need signs
     if cfg.init_from is not None:
         init_model, init_meta = load_run_model(cfg.init_from)
@@ -386,6 +392,11 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
             raise ValueError(
                 f"--init-from {cfg.init_from} holds {old['architecture']} with dim {old['dim']}; "
                 f"this run asks for {arch} with dim {dim}"
+            )
+        if (old.get("kwargs") or {}) != spec.get("kwargs", {}):
+            raise ValueError(
+                f"--init-from {cfg.init_from} was built with --model-kwargs {old.get('kwargs') or {}}; "
+                f"this run asks for {spec.get('kwargs', {})}"
             )
         spec["dim"] = dim = old["dim"]
     probe = build_student(spec)

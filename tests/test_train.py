@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lscdistill.cli import app
 from lscdistill.evaluate import load_run
-from lscdistill.models import load_state_dict
+from lscdistill.models import load_run_model, load_state_dict
 from lscdistill.stores import MeanAccumulator, StoreWriter
 from lscdistill.train import (
     DEFAULT_LR,
@@ -293,6 +293,15 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         "features with a timm model": ([*args, "--model", "test_resnet"], "train a small MLP"),
         "ce with centers": ([*args, "--objective", "ce", "--centers", tmp_path / "c3.h5"], "--centers is for"),
         "bad objective": ([*args, "--objective", "svm"], "--objective must be one of"),
+        "model kwargs for the MLP": ([*args, "--model-kwargs", "patch_size=4"], "not the --features MLP"),
+        "model kwargs not KEY=VALUE": (
+            ["--model", "test_vit", "--data", "digits", "--model-kwargs", "patch_size"],
+            "expected KEY=VALUE",
+        ),
+        "model kwargs the model lacks": (
+            ["--model", "test_resnet", "--data", "digits", "--model-kwargs", "patch_size=4"],
+            "does not take the keyword arguments {'patch_size': 4}",
+        ),
     }
     for name, (case, expected) in cases.items():
         result = _run("train", *case, *FAST, "--out", tmp_path / "out")
@@ -326,3 +335,21 @@ def test_instance_labels_make_every_sample_a_class_and_evaluate_counts_them(tmp_
     expected = (z @ table.T).argmax(dim=1).numpy()
     assert info["samples"] == 40 and info["n_classes"] == 40
     assert info["top1"] == pytest.approx((expected == np.arange(40)).mean()) and info["top1"] >= 0.9
+
+
+def test_model_kwargs_reach_timm_and_the_saved_run_rebuilds_with_them(tmp_path):
+    """``--model-kwargs patch_size=8``: a test_vit with a 4x4 token grid at 32 px (timm's default is 16 px patches),
+    recorded in model.json so evaluate/extract rebuild the same architecture."""
+    run = tmp_path / "vit"
+    _ok("train", "-m", "test_vit", "--model-kwargs", "patch_size=8", "--model-kwargs", "drop_path_rate=0.0",
+        "--data", "digits:val", "--epochs", "1", "-b", "64", "-q", "--out", run)  # fmt: skip
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["model"]["kwargs"] == {"patch_size": 8, "drop_path_rate": 0.0}
+    assert json.loads((run / "config.json").read_text())["model_kwargs"] == ["patch_size=8", "drop_path_rate=0.0"]
+    model, _ = load_run_model(run)
+    assert model.backbone.patch_embed.patch_size == (8, 8)
+    assert model.backbone.patch_embed.proj.weight.shape[-2:] == (8, 8)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, model.dim)
+    resumed = _run("train", "-m", "test_vit", "--model-kwargs", "patch_size=4", "--data", "digits:val",
+                   "--epochs", "1", "-b", "64", "-q", "--out", run, "--resume")  # fmt: skip
+    assert resumed.exit_code == 1 and "model_kwargs: run has ['patch_size=8', 'drop_path_rate=0.0']" in resumed.output

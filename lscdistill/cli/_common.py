@@ -16,6 +16,14 @@ out_console = Console()  # results (stdout)
 err_console = Console(stderr=True)  # progress, diagnostics, errors (stderr)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")]
+ModelKwargs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-kwargs",
+        help="KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py "
+        "(e.g. --model-kwargs patch_size=4 for a ViT at 32 px); a run records it in model.json.",
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

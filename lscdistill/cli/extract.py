@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, handle_errors, parse_floats, parse_shard
+from ._common import ModelKwargs, err_console, handle_errors, parse_floats, parse_shard
 
 
 @handle_errors
@@ -18,6 +18,7 @@ def extract_command(
         str | None, typer.Option("--data", help="'digits' (scikit-learn's 1,797 8x8 digits) or an ImageFolder dir.")
     ] = None,
     teacher: Annotated[str | None, typer.Option("--teacher", help="timm model name of the teacher.")] = None,
+    model_kwargs: ModelKwargs = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Teacher weights: .pt/.pth/.safetensors or a run directory.")
     ] = None,
@@ -71,6 +72,7 @@ def extract_command(
         features=features,
         labels=str(labels) if labels else None,
         teacher=teacher,
+        model_kwargs=tuple(model_kwargs or ()),
         checkpoint=str(checkpoint) if checkpoint else None,
         img_size=img_size,
         mean=parse_floats(mean, "--mean"),

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..progress import is_main_process
-from ._common import JsonOpt, err_console, handle_errors, out_console
+from ._common import JsonOpt, ModelKwargs, err_console, handle_errors, out_console
 
 Data = Annotated[
     str | None,
@@ -27,6 +27,7 @@ def train_command(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="timm model name (default for --features: a small MLP).")
     ] = None,
+    model_kwargs: ModelKwargs = None,
     data: Data = None,
     features: Features = None,
     labels: Labels = None,
@@ -129,6 +130,7 @@ def train_command(
     cfg = TrainConfig(
         out=out,
         model=model,
+        model_kwargs=tuple(model_kwargs or ()),
         data=data,
         features=features,
         labels=labels,
