@@ -16,7 +16,15 @@ import torch
 
 from .batchnorm import batch_statistics
 from .centers import Centers
-from .data import LabeledData, load_features, load_images, resolve_preprocess, use_instance_labels
+from .data import (
+    LabeledData,
+    SplitLoader,
+    default_workers,
+    load_features,
+    load_images,
+    resolve_preprocess,
+    use_instance_labels,
+)
 from .files import atomic_file
 from .stores.writer import check_output_path
 
@@ -39,11 +47,9 @@ class _Top5:
         table = centers.gather(torch.arange(centers.n_classes))  # at most TOP5_MAX_CLASSES rows
         self.table = _unit(table).to(device)
 
-    def hits(self, z: torch.Tensor, y: torch.Tensor) -> int | None:
-        if self.table is None:
-            return None
+    def hits(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         top = (_unit(z) @ self.table.T).topk(5, dim=1).indices
-        return int((top == y[:, None]).any(dim=1).sum())
+        return (top == y[:, None]).any(dim=1).sum()
 
 
 def _predict_batch(model, centers: Centers | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,8 +71,8 @@ def evaluate_model(
     accelerator,
     model,
     centers: Centers | None,
-    data: LabeledData,
-    batch_size: int,
+    data: LabeledData | SplitLoader,
+    batch_size: int | None = None,
     *,
     objective: str = "lsc",
     indices: np.ndarray | None = None,
@@ -74,41 +80,44 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Top-1 (exact), top-1 (fast), their agreement, new-class flags, top-5 where cheap; summed over processes.
 
-    The model runs in eval mode, as it is saved; ``batch_stats=True`` puts its BatchNorm layers on each batch's own
-    statistics instead, as in training (nothing in the model changed), for the train-mode vs eval-mode check."""
+    ``data``: a source (read ``batch_size`` at a time) or a run's :class:`SplitLoader` for it. The model runs in
+    eval mode, as it is saved (unwrapped from DDP, so processes with fewer batches never wait in a collective);
+    ``batch_stats=True`` puts its BatchNorm layers on each batch's own statistics instead, as in training (nothing
+    in the model changed), for the train-mode vs eval-mode check. Counts stay on the device until the end."""
+    loader = data if isinstance(data, SplitLoader) else SplitLoader(data, batch_size, persistent=False)
+    data, device = loader.data, accelerator.device
     indices = np.arange(len(data)) if indices is None else indices
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]
-    sums = dict.fromkeys(names, 0)
+    sums = torch.zeros(len(names), dtype=torch.int64, device=device)
     has_fast = centers is not None and centers.fast
-    top5 = _Top5(centers, accelerator.device)
+    top5 = _Top5(centers, device)
     has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
+    model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     with batch_statistics(model) if batch_stats else torch.inference_mode():
-        for x, y, _ in data.batches(mine, batch_size):
-            x, y = x.to(accelerator.device), y.to(accelerator.device)
+        for x, y, _ in loader(mine):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             p = _predict_batch(model, centers, x)
-            label = p["label"].to(y.device)
-            sums["n"] += len(y)
-            sums["top1"] += int((label == y).sum())
+            label = p["label"].to(device)
+            counts = dict.fromkeys(names, 0) | {"n": len(y), "top1": (label == y).sum()}
             if has_fast:
-                fast = p["fast_label"].to(y.device)
-                sums["top1_fast"] += int((fast == y).sum())
-                sums["agree"] += int((fast == label).sum())
-                sums["new_class"] += int(p["new_class"].sum())
+                fast = p["fast_label"].to(device)
+                counts |= {"top1_fast": (fast == y).sum(), "agree": (fast == label).sum()}
+                counts["new_class"] = p["new_class"].to(device).sum()
             if "fallback" in p:
-                sums["fallback"] += int(p["fallback"].sum())
+                counts["fallback"] = p["fallback"].to(device).sum()
             if objective == "ce" and has_top5:
                 k = min(5, p["out"].shape[1])
-                sums["top5"] += int((p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
+                counts["top5"] = (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
             elif has_top5:
-                sums["top5"] += top5.hits(p["out"], y)
+                counts["top5"] = top5.hits(p["out"], y)
+            sums += torch.stack([torch.as_tensor(counts[k], device=device) for k in names]).long()
     model.train(was_training)
     if accelerator.num_processes > 1:
-        t = torch.tensor([sums[k] for k in names], dtype=torch.int64, device=accelerator.device)
-        torch.distributed.all_reduce(t)
-        sums = dict(zip(names, t.tolist(), strict=True))
+        torch.distributed.all_reduce(sums)
+    sums = dict(zip(names, sums.tolist(), strict=True))
     n = max(1, sums["n"])
     result: dict[str, Any] = {"samples": sums["n"], "top1": sums["top1"] / n}
     if has_top5:
@@ -148,28 +157,11 @@ def _data_for_run(model, meta, data: str | None, features: str | None, labels: s
         if labels is None:
             if need_labels:
                 raise ValueError("--features needs --labels to measure accuracy")
-            return _Unlabeled(features)
+            return load_features(features, None)  # every row labeled -1
         return load_features(features, labels)
     if arch == "mlp":
         raise ValueError("this run trained an MLP on features: give --features (and --labels)")
     return load_images(data, resolve_preprocess(model, data))
-
-
-class _Unlabeled(LabeledData):
-    """Features without labels (``predict``): every row labeled -1."""
-
-    def __init__(self, features: str) -> None:
-        from .data import _open_matrix
-
-        self._x, where = _open_matrix(features)
-        self.labels = np.full(self._x.shape[0], -1, dtype=np.int64)
-        self.n_classes, self.class_names, self.description = 0, None, {"features": where}
-
-    def batches(self, indices, batch_size, workers=0):
-        for start in range(0, len(indices), batch_size):
-            idx = indices[start : start + batch_size]
-            x = torch.from_numpy(np.array(self._x[np.sort(idx)], dtype=np.float32))
-            yield x, torch.from_numpy(self.labels[idx]), np.sort(idx)
 
 
 @dataclass
@@ -181,6 +173,7 @@ class EvalConfig:
     batch_size: int = 256
     cpu: bool = False
     instance_labels: bool = False  # every sample its own class, in data order (runs trained with instance labels)
+    workers: int | None = None  # DataLoader workers (None: default_workers for the device)
 
 
 def _accelerator(cpu: bool):
@@ -207,7 +200,8 @@ def _evaluate(cfg: EvalConfig, accelerator, model, centers, meta) -> dict[str, A
         raise ValueError(f"label {int(data.labels.max())} is outside the run's {meta['n_classes']} classes")
     model = model.to(accelerator.device)
     start = time.perf_counter()
-    result = evaluate_model(accelerator, model, centers, data, cfg.batch_size, objective=meta["objective"])
+    loader = SplitLoader(data, cfg.batch_size, workers=default_workers(accelerator, cfg.workers), persistent=False)
+    result = evaluate_model(accelerator, model, centers, loader, objective=meta["objective"])
     result |= {"run": str(cfg.run_dir), "objective": meta["objective"], "n_classes": meta["n_classes"]}
     result["seconds"] = time.perf_counter() - start
     return result
@@ -227,7 +221,8 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
         model = model.to(accelerator.device)
         columns: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode():
-            for x, _, idx in data.batches(np.arange(len(data)), cfg.batch_size):
+            workers = default_workers(accelerator, cfg.workers)
+            for x, _, idx in data.batches(np.arange(len(data)), cfg.batch_size, workers):
                 p = _predict_batch(model, centers, x.to(accelerator.device))
                 row = {"index": idx, "label": p["label"], "score": p["score"]}
                 if "fast_label" in p:

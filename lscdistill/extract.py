@@ -16,7 +16,15 @@ from typing import Any
 import torch
 
 from . import __version__
-from .data import FeatureData, LabeledData, load_features, load_images, resolve_preprocess, select_indices
+from .data import (
+    FeatureData,
+    LabeledData,
+    default_workers,
+    load_features,
+    load_images,
+    resolve_preprocess,
+    select_indices,
+)
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
 from .progress import progress_bar
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
@@ -40,7 +48,7 @@ class ExtractConfig:
     std: tuple[float, ...] | None = None
     normalize: bool = False  # average unit-normalized embeddings instead of raw ones
     batch_size: int = 256
-    workers: int = 0
+    workers: int | None = None  # DataLoader workers (None: default_workers for the device)
     limit_per_class: int | None = None
     n_classes: int | None = None  # default: largest label + 1 (features) or the dataset's classes
     shard: tuple[int, int] = (0, 1)  # process only shard i of n (separate runs; merge the partial stores)
@@ -125,7 +133,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     start = time.perf_counter()
     n_batches = -(-len(mine) // cfg.batch_size)
     with progress_bar("extract", n_batches, disable=cfg.quiet or not main) as advance:
-        for x, y, idx in data.batches(mine, cfg.batch_size, cfg.workers):
+        for x, y, idx in data.batches(mine, cfg.batch_size, default_workers(accelerator, cfg.workers)):
             if model is None:
                 z = x
             else:

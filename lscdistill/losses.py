@@ -17,16 +17,21 @@ def _check(z: torch.Tensor, centers: torch.Tensor) -> None:
         )
 
 
+def _weighted(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return per_sample if weight is None else per_sample * weight.to(per_sample.dtype)
+
+
 class CosineLoss(nn.Module):
     """Mean cosine distance to the class centers, eq. 11: ``L = 1 - (1/B) sum_b cos(z_b, C_{y_b})``.
 
     The paper's default and the one that trains in high dimensions (Table 5). Labels are then predicted by the
-    largest cosine (eq. 12).
+    largest cosine (eq. 12). ``weight [B]`` scales each sample's term ``1 - cos`` (mixup: see
+    :mod:`lscdistill.mixup`).
     """
 
-    def forward(self, z: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, centers: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         _check(z, centers)
-        return 1.0 - F.cosine_similarity(z, centers.to(z.dtype), dim=1).mean()
+        return _weighted(1.0 - F.cosine_similarity(z, centers.to(z.dtype), dim=1), weight).mean()
 
 
 def distance_penalty(x: torch.Tensor, r_c: torch.Tensor | float) -> torch.Tensor:
@@ -55,11 +60,19 @@ class DistanceLoss(nn.Module):
             raise ValueError(f"radius must be >= 0, got {radius}")
         self.radius, self.reduction = float(radius), reduction
 
-    def forward(self, z: torch.Tensor, centers: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
-        """``radius``: optional per-sample r_c ``[B]`` (e.g. the planar system's halving radii)."""
+    def forward(
+        self,
+        z: torch.Tensor,
+        centers: torch.Tensor,
+        radius: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``radius``: optional per-sample r_c ``[B]`` (e.g. the planar system's halving radii); ``weight [B]``
+        scales each sample's term."""
         _check(z, centers)
         r_c = self.radius if radius is None else radius.to(z.dtype)
         per_sample = distance_penalty(torch.linalg.vector_norm(z - centers.to(z.dtype), dim=1), r_c)
+        per_sample = _weighted(per_sample, weight)
         return per_sample.sum() if self.reduction == "sum" else per_sample.mean()
 
 
@@ -73,8 +86,15 @@ class CombinedLoss(nn.Module):
         self.distance, self.cosine = DistanceLoss(radius, reduction), CosineLoss()
         self.distance_weight, self.cosine_weight = float(distance_weight), float(cosine_weight)
 
-    def forward(self, z: torch.Tensor, centers: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
-        return self.distance_weight * self.distance(z, centers, radius) + self.cosine_weight * self.cosine(z, centers)
+    def forward(
+        self,
+        z: torch.Tensor,
+        centers: torch.Tensor,
+        radius: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        distance = self.distance(z, centers, radius, weight)
+        return self.distance_weight * distance + self.cosine_weight * self.cosine(z, centers, weight)
 
 
 def create_loss(name: str, *, radius: float = 1.0, reduction: str = "sum") -> nn.Module:

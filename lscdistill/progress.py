@@ -23,7 +23,7 @@ def progress_bar(
     description: str, total: int, *, disable: bool = False, initial: int = 0
 ) -> Iterator[Callable[..., None]]:
     """Yields ``advance(samples, loss=None, epoch=None)``; one bar step per call, with samples/s (and the epoch and
-    the loss) shown.
+    the last loss given) shown.
 
     On an error the bar is removed, so the error is the only thing left on the screen.
     """
@@ -40,15 +40,16 @@ def progress_bar(
     )
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total, completed=initial, rate="")
-        seen = 0
+        seen, shown = 0, None
 
         def advance(samples: int, loss: float | None = None, epoch: str | None = None) -> None:
-            nonlocal seen
+            nonlocal seen, shown
             seen += samples
+            shown = shown if loss is None else loss  # the last loss given stays on the bar
             elapsed = progress.tasks[task].elapsed or 0.0
             rate = f"{seen / elapsed:,.0f} samples/s" if elapsed > 0 else ""
-            if loss is not None:
-                rate = f"loss {loss:.4f}  {rate}"
+            if shown is not None:
+                rate = f"loss {shown:.4f}  {rate}"
             if epoch is not None:
                 rate = f"epoch {epoch}  {rate}"
             progress.update(task, advance=1, rate=rate)

@@ -33,8 +33,11 @@ from . import __version__
 from .batchnorm import batchnorm_layers, recompute_batchnorm
 from .centers import Centers, StoreCenters, SystemCenters, store_centers
 from .data import (
+    Augment,
     LabeledData,
     Preprocess,
+    SplitLoader,
+    default_workers,
     load_features,
     load_images,
     resolve_preprocess,
@@ -42,6 +45,7 @@ from .data import (
 )
 from .evaluate import evaluate_model
 from .losses import create_loss
+from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model
 from .progress import progress_bar
 
@@ -99,8 +103,18 @@ class TrainConfig:
     grad_accum: int = 1
     precision: str = "no"
     img_size: int | None = None
-    augment: bool = False
-    workers: int = 0
+    aug: str = "none"  # none | light | randaugment | a timm auto_augment string (data.Augment)
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    re_prob: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) of mixup on inputs, toward both samples' centers (lscdistill.mixup); 0: off
+    cutmix: float = 0.0  # Beta(a, a) of CutMix (images); 0: off
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    log_with: tuple[str, ...] = ()  # Accelerate trackers (tensorboard, wandb, ...; "all"), logging into OUT/logs
+    ema_decay: float = 0.0  # > 0: EMA of the weights (timm ModelEmaV3, warmup on), validated and saved; 0: off
+    workers: int | None = None  # DataLoader workers (None: data.default_workers)
     seed: int = 0
     cpu: bool = False
     log_every: int = 10
@@ -130,12 +144,12 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------ pieces
-def _load(cfg: TrainConfig, data: str | None, features: str | None, labels: str | None, pre, *, augment: bool):
+def _load(data: str | None, features: str | None, labels: str | None, pre):
     if features is not None:
         if labels is None:
             raise ValueError("--features needs --labels (and --val-features needs --val-labels)")
         return load_features(features, labels)
-    return load_images(data, pre, augment=augment)
+    return load_images(data, pre)
 
 
 def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
@@ -262,13 +276,9 @@ class _BatchNormStats:
     """Recomputes BatchNorm statistics for the weights at a step (once per step), from unaugmented training
     images; records what was done for ``model.json``."""
 
-    def __init__(self, cfg: TrainConfig, model, train_data: LabeledData, pre: Preprocess | None) -> None:
-        self.cfg, self.data = cfg, None
+    def __init__(self, cfg: TrainConfig, model, train_data: LabeledData) -> None:
         layers = len(batchnorm_layers(model))
-        if layers:  # the training images without augmentation (features only feed the MLP: no BatchNorm)
-            self.data = load_images(cfg.data, pre) if cfg.augment else train_data
-            if cfg.augment and cfg.instance_labels:
-                self.data = use_instance_labels(self.data)
+        self.cfg, self.data = cfg, train_data if layers else None  # features only feed the MLP: no BatchNorm
         self.active = layers > 0 and cfg.bn_batches > 0
         self.step: int | None = None
         self.info: dict[str, Any] = {"layers": layers, "recomputed": self.active}
@@ -352,9 +362,23 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     for name in ("epochs", "batch_size", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
+    _check_trackers(cfg.log_with)
+    augment = Augment(cfg.aug, cfg.hflip, cfg.color_jitter, cfg.re_prob).check()
+    mix = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.cutmix > 0 and cfg.features is not None:
+            raise ValueError("--cutmix cuts image patches: it is for --data, not --features (use --mixup)")
+        mix = CenterMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.mixup_mode)
     run_dir = Path(cfg.out)
     # gradient accumulation is done here (not by Accelerate) so an epoch's last, shorter group still steps
-    accelerator = Accelerator(mixed_precision=cfg.precision, cpu=cfg.cpu or not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=cfg.precision,
+        cpu=cfg.cpu or not torch.cuda.is_available(),
+        log_with=list(cfg.log_with) or None,
+        project_dir=str(run_dir / "logs") if cfg.log_with else None,
+    )
     main = accelerator.is_main_process
     _check_run_dir(cfg, run_dir)  # fail before any work; nothing is created until the inputs are validated
     set_seed(cfg.seed)
@@ -403,12 +427,12 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     spec["dim"] = dim = probe.dim
     if cfg.features is None:
         pre = resolve_preprocess(probe.backbone, cfg.data, cfg.img_size)
-        train_data = load_images(cfg.data, pre, augment=cfg.augment)
+        train_data = load_images(cfg.data, pre)
     else:
         pre = None
     val_data = None
     if cfg.val_data is not None or cfg.val_features is not None:
-        val_data = _load(cfg, cfg.val_data, cfg.val_features, cfg.val_labels, pre, augment=False)
+        val_data = _load(cfg.val_data, cfg.val_features, cfg.val_labels, pre)
     if cfg.instance_labels:
         train_data = use_instance_labels(train_data)
         if val_data is not None:
@@ -465,10 +489,17 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
-    bn_stats = _BatchNormStats(cfg, model, train_data, pre)
+    bn_stats = _BatchNormStats(cfg, model, train_data)
+    workers, pin = default_workers(accelerator, cfg.workers), accelerator.device.type == "cuda"
+    train_loader = SplitLoader(
+        train_data, cfg.batch_size, workers=workers, augment=augment, seed=cfg.seed, pin_memory=pin
+    )
+    val_loader = None if val_data is None else SplitLoader(val_data, cfg.batch_size, workers=workers, pin_memory=pin)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the scheduler steps once per optimizer step (not once per process)
     scheduler.split_batches = True
+    ema = _create_ema(accelerator, model, cfg)
+    evaluated = model if ema is None else ema.module  # what is validated, checked and saved
 
     continual = None
     if init_meta is not None and val_data is not None:
@@ -490,7 +521,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
             step = int(state["step"])
             first_epoch, batch_in_epoch = divmod(int(state["batches"]), batches_per_epoch)
 
-    metrics = (run_dir / "metrics.jsonl").open("a") if main else None
+    metrics = _Metrics(accelerator, run_dir, cfg)
     final: dict[str, Any] = {}
     start = time.perf_counter()
     seen = 0
@@ -504,80 +535,103 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                 order = order[batch_in_epoch * cfg.batch_size :]
                 model.train()
                 running, n_run = 0.0, 0
-                for x, y, _ in train_data.batches(order, cfg.batch_size, cfg.workers):
-                    x, y = x.to(accelerator.device), y.to(accelerator.device)
+                for x, y_cpu, _ in train_loader(order, epoch):
+                    x, y = x.to(accelerator.device, non_blocking=True), y_cpu.to(accelerator.device, non_blocking=True)
                     group_start = batch_in_epoch - batch_in_epoch % cfg.grad_accum
                     group = min(cfg.grad_accum, batches_per_epoch - group_start)  # the last group may be shorter
                     batch_in_epoch += 1
                     sync = batch_in_epoch - group_start == group
                     with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                        loss = _loss(model, x, y, centers, loss_fn, cfg, accelerator.device)
+                        loss = _loss(model, x, y, y_cpu, centers, loss_fn, cfg, mix)
                         accelerator.backward(loss / group)
                     seen += len(y) * world
-                    running, n_run = running + float(loss.detach()), n_run + 1
-                    advance(len(y), loss=running / n_run, epoch=f"{epoch + 1}/{cfg.epochs}")
+                    running, n_run = running + loss.detach(), n_run + 1  # on the device: no sync per batch
+                    shown = None
                     if sync:
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
                         step += 1
-                        if main and cfg.log_every and step % cfg.log_every == 0:
-                            _log(
-                                metrics,
+                        if ema is not None:
+                            ema.update(accelerator.unwrap_model(model), step=step)
+                        if cfg.log_every and step % cfg.log_every == 0:
+                            shown = float(running / n_run)
+                            metrics.log(
                                 step=step,
                                 epoch=epoch,
-                                loss=running / n_run,
+                                loss=shown,
                                 lr=scheduler.get_last_lr()[0],
                                 samples_per_s=seen / (time.perf_counter() - start),
                             )
                         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                            bn_stats.update(accelerator, model, step)
+                            bn_stats.update(accelerator, evaluated, step)
                             _save(accelerator, run_dir, step, epoch * batches_per_epoch + batch_in_epoch, cfg)
                         if step == _CRASH_AT_STEP:  # tests: die like a killed process, no cleanup
                             os._exit(137)
+                    advance(len(y), loss=shown, epoch=f"{epoch + 1}/{cfg.epochs}")
                 batch_in_epoch = 0
-                bn_stats.update(accelerator, model, step)  # what is validated and saved is the eval-mode model
+                bn_stats.update(accelerator, evaluated, step)  # what is validated and saved is the eval-mode model
                 if val_data is not None:
-                    final = evaluate_model(
-                        accelerator, model, centers, val_data, cfg.batch_size, objective=cfg.objective
+                    final = evaluate_model(accelerator, evaluated, centers, val_loader, objective=cfg.objective)
+                    metrics.log(
+                        step=step,
+                        epoch=epoch + 1,
+                        train_loss=float(running / max(1, n_run)),
+                        **{f"val_{k}": v for k, v in final.items()},
                     )
-                    if main:
-                        _log(
-                            metrics,
-                            step=step,
-                            epoch=epoch + 1,
-                            train_loss=running / max(1, n_run),
-                            **{f"val_{k}": v for k, v in final.items()},
-                        )
                 if not cfg.checkpoint_every:
                     _save(accelerator, run_dir, step, (epoch + 1) * batches_per_epoch, cfg)
     finally:
-        if metrics is not None:
-            metrics.close()
+        metrics.close()
 
-    bn_stats.update(accelerator, model, step)  # a no-op unless resumed from the last checkpoint
+    bn_stats.update(accelerator, evaluated, step)  # a no-op unless resumed from the last checkpoint
     if continual is not None:
         continual["old_class_top1_after"] = _old_class_accuracy(
-            accelerator, model, centers, val_data, continual["old_classes"], cfg
+            accelerator, evaluated, centers, val_data, continual["old_classes"], cfg
         )
-    mode_check = _mode_check(accelerator, model, centers, bn_stats.data, cfg) if bn_stats.data is not None else None
-    unwrapped = accelerator.unwrap_model(model)
+    mode_check = None if bn_stats.data is None else _mode_check(accelerator, evaluated, centers, bn_stats.data, cfg)
+    unwrapped = accelerator.unwrap_model(evaluated)
     if main:
         meta |= {"steps": step, "final_metrics": final, "continual": continual}
+        meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if ema is not None else None
         meta |= {"batchnorm": bn_stats.info | ({"mode_check": mode_check} if mode_check else {})}
         save_run_model(run_dir, unwrapped, meta)
     accelerator.wait_for_everyone()
     return TrainResult(run_dir, step, final, continual, time.perf_counter() - start, mode_check)
 
 
-def _loss(model, x, y, centers: Centers | None, loss_fn, cfg: TrainConfig, device) -> torch.Tensor:
-    """Cross-entropy on the head's logits, or the LSC loss against the batch's gathered centers (Algorithm 1)."""
+def _loss(model, x, y, y_cpu, centers: Centers | None, loss_fn, cfg: TrainConfig, mix=None) -> torch.Tensor:
+    """Cross-entropy on the head's logits, or the LSC loss against the batch's gathered centers (Algorithm 1); with
+    mixup/CutMix the λ-weighted sum of the losses toward both samples' targets (:mod:`lscdistill.mixup`).
+    ``y_cpu``: the labels as the loader gave them (centers are gathered from host labels, no device sync)."""
+    partner, lam = mix(x) if mix is not None else (None, None)
     out = model(x).float()
     if centers is None:
-        return loss_fn(out, y)
-    c = centers.gather(y.cpu()).to(device)
-    radius = centers.cluster_radius(y.cpu()) if isinstance(centers, SystemCenters) and cfg.loss != "cos" else None
-    return loss_fn(out, c) if radius is None else loss_fn(out, c, radius.to(device))
+        if mix is None:
+            return loss_fn(out, y)
+        ce = torch.nn.functional.cross_entropy
+        return (lam * ce(out, y, reduction="none") + (1 - lam) * ce(out, y[partner], reduction="none")).mean()
+    c = centers.gather(y_cpu).to(y.device, non_blocking=True)
+    kw = {}
+    radius = centers.cluster_radius(y_cpu) if isinstance(centers, SystemCenters) and cfg.loss != "cos" else None
+    if radius is not None:  # the planar system's per-class radii; None: the loss's own --radius
+        kw["radius"] = radius.to(y.device, non_blocking=True)
+    if mix is None:
+        return loss_fn(out, c, **kw)
+    flipped = {k: v[partner] for k, v in kw.items()}
+    return loss_fn(out, c, weight=lam, **kw) + loss_fn(out, c[partner], weight=1 - lam, **flipped)
+
+
+def _create_ema(accelerator, model, cfg: TrainConfig):
+    """timm's ``ModelEmaV3`` of the (unwrapped) model when ``--ema-decay`` > 0, with its warmup (decay
+    ``min(d, 1 - step^(-2/3)), 0 at step 1``); registered so checkpoints save and ``--resume`` restores it."""
+    if cfg.ema_decay <= 0:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, use_warmup=True)
+    accelerator.register_for_checkpointing(ema)
+    return ema
 
 
 def _check_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
@@ -624,9 +678,42 @@ def _save(accelerator, run_dir: Path, step: int, batches: int, cfg: TrainConfig)
     accelerator.wait_for_everyone()
 
 
-def _log(metrics, **values: Any) -> None:
-    metrics.write(json.dumps({"time": time.time(), **values}) + "\n")
-    metrics.flush()
+def _check_trackers(names: tuple[str, ...]) -> None:
+    """Every ``--log-with`` tracker is one Accelerate knows and is installed (Accelerate would drop it silently)."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    installed = {getattr(t, "value", str(t)) for t in get_available_trackers()}
+    for name in names:
+        if name != "all" and name not in LOGGER_TYPE_TO_CLASS:
+            raise ValueError(f"--log-with {name!r}: not a tracker Accelerate knows ({', '.join(LOGGER_TYPE_TO_CLASS)})")
+        if name != "all" and name not in installed:
+            raise ValueError(f"--log-with {name}: the {name} package is not installed (pip install {name})")
+
+
+class _Metrics:
+    """``metrics.jsonl`` (main process) and the same numbers to Accelerate's trackers (``--log-with``, logging into
+    ``OUT/logs``), with the resolved configuration as their hyperparameters."""
+
+    def __init__(self, accelerator, run_dir: Path, cfg: TrainConfig) -> None:
+        self.accelerator, self.trackers = accelerator, bool(cfg.log_with)
+        self.file = (run_dir / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+        if self.trackers:  # hyperparameters must be scalars for TensorBoard
+            config = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in cfg.to_json().items()}
+            accelerator.init_trackers("lscdistill", config=config)
+
+    def log(self, step: int, **values: Any) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"time": time.time(), "step": step, **values}) + "\n")
+            self.file.flush()
+        if self.trackers:  # Accelerate logs on the main process only
+            numbers = {k: v for k, v in values.items() if isinstance(v, int | float) and k != "step"}
+            self.accelerator.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.trackers:
+            self.accelerator.end_training()
 
 
 def _init_from(model: Student, old: Student, cfg: TrainConfig) -> None:

@@ -233,7 +233,7 @@ def _bad_inputs(tmp_path, features):
         "unknown model": (["--data", "digits", "--teacher", "no_such_net_v9"], "unknown timm model"),
         "empty image folder": (
             ["--data", tmp_path / "empty_folder", "--teacher", "test_resnet"],
-            "not a usable ImageFolder",
+            "not a usable image folder",
         ),
         "missing image folder": (["--data", tmp_path / "nowhere", "--teacher", "test_resnet"], "does not exist"),
         "unreadable image": (["--data", tmp_path / "bad_imgs", "--teacher", "test_resnet"], "cannot read image"),

@@ -107,7 +107,7 @@ def _train(**fields):
     [
         (_recipe(_train(epoch=3)), [], "t.yaml: step 1 (train): unknown field 'epoch' (did you mean 'epochs'?)"),
         (_recipe(_train(epochs="ten")), [], "t.yaml: step 1 (train), field 'epochs': must be an integer, got 'ten'"),
-        (_recipe(_train(augment=1)), [], "field 'augment': must be true or false, got 1 (int)"),
+        (_recipe(_train(instance_labels=1)), [], "field 'instance_labels': must be true or false, got 1 (int)"),
         (_recipe(_train(lr="fast")), [], "field 'lr': must be a number, got 'fast' (str)"),
         (_recipe({"extract": {"out": "m.h5", "shard": [0]}}), [], "field 'shard': must be a list of 2 values"),
         (_recipe({"trian": {"out": "r"}}), [], "step 1: unknown step type 'trian' (did you mean 'train'?)"),
@@ -159,7 +159,7 @@ def test_yaml_cannot_execute_code(tmp_path):
 def test_overrides_and_vars_land_where_they_say():
     data = _recipe(
         {"train": {"out": "${root}/a", "epochs": "${n}", "lr": "1e-4"}},
-        {"train": {"out": "${root}/b-${n}", "augment": True}},
+        {"train": {"out": "${root}/b-${n}", "aug": "light"}},
         {"evaluate": {"run_dir": "${root}/b-${n}"}},
     )
     recipe = parse_recipe(data, "t.yaml")
@@ -170,7 +170,7 @@ def test_overrides_and_vars_land_where_they_say():
     assert (a.epochs, str(a.out), str(b.out), str(ev.run_dir)) == (5, "/mnt/a", "/mnt/b-5", "/mnt/b-5")
     assert (a.batch_size, b.batch_size, a.lr, b.lr) == (8, 8, 1e-4, 1e-5)  # train.* hits both, 2.* only step 2
     assert recipe.overrides == ("vars.n=5", "vars.root=/mnt", "train.batch_size=8", "2.lr=1e-5")
-    assert recipe.steps[1].given == ("out", "augment", "batch_size", "lr")
+    assert recipe.steps[1].given == ("out", "aug", "batch_size", "lr")
 
 
 def test_missing_inputs_are_found_before_anything_runs(tmp_path):

@@ -217,11 +217,13 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
 
 def _train_cmd(run, *extra):
     return [sys.executable, "-m", "lscdistill", "train", "--model", "test_resnet", "--data", "digits:val",
-            "--augment", "--epochs", "2", "-b", "48", "--lr", "1e-3", "--checkpoint-every", "4", "-q",
+            "--aug", "randaugment", "--mixup", "0.4", "--cutmix", "1.0", "--mixup-mode", "elem", "--ema-decay", "0.9",
+            "--epochs", "2", "-b", "48", "--lr", "1e-3", "--checkpoint-every", "4", "-q",
             "--out", str(run), *extra]  # fmt: skip
 
 
 def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
+    """With RandAugment, mixup/CutMix draws and an EMA of the weights all in play (the EMA is what is saved)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_train_cmd(tmp_path / "whole"), check=True, env=env, capture_output=True)
     killed = subprocess.run(
@@ -294,6 +296,12 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         "ce with centers": ([*args, "--objective", "ce", "--centers", tmp_path / "c3.h5"], "--centers is for"),
         "bad objective": ([*args, "--objective", "svm"], "--objective must be one of"),
         "model kwargs for the MLP": ([*args, "--model-kwargs", "patch_size=4"], "not the --features MLP"),
+        "cutmix on features": ([*args, "--cutmix", "1.0"], "--cutmix cuts image patches"),
+        "mixup mode": ([*args, "--mixup", "0.2", "--mixup-mode", "rows"], "--mixup-mode must be one of"),
+        "ema decay": ([*args, "--ema-decay", "1.5"], "--ema-decay must be in [0, 1)"),
+        "unknown tracker": ([*args, "--log-with", "notebook"], "not a tracker Accelerate knows"),
+        "tracker not installed": ([*args, "--log-with", "aim"], "the aim package is not installed"),
+        "aug policy": (["--model", "test_resnet", "--data", "digits", "--aug", "strong"], "--aug 'strong'"),
         "model kwargs not KEY=VALUE": (
             ["--model", "test_vit", "--data", "digits", "--model-kwargs", "patch_size"],
             "expected KEY=VALUE",
@@ -353,3 +361,27 @@ def test_model_kwargs_reach_timm_and_the_saved_run_rebuilds_with_them(tmp_path):
     resumed = _run("train", "-m", "test_vit", "--model-kwargs", "patch_size=4", "--data", "digits:val",
                    "--epochs", "1", "-b", "64", "-q", "--out", run, "--resume")  # fmt: skip
     assert resumed.exit_code == 1 and "model_kwargs: run has ['patch_size=8', 'drop_path_rate=0.0']" in resumed.output
+
+
+def test_tensorboard_event_file_holds_the_loss_and_val_top1(tmp_path, blobs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args, _ = blobs
+    run = tmp_path / "tb"
+    _ok("train", *args, *FAST, "--log-every", "5", "--log-with", "tensorboard", "--out", run)
+    events = list((run / "logs").rglob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in run.rglob("*"))
+    scalars = {}
+    for path in events:
+        acc = EventAccumulator(str(path.parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in logged if "loss" in r]
+    vals = [(r["step"], r["val_top1"]) for r in logged if "val_top1" in r]
+    assert len(losses) >= 2 and len(vals) == 4
+    for tag, expected in (("loss", losses), ("val_top1", vals)):
+        got = scalars[tag]
+        assert [s for s, _ in got] == [s for s, _ in expected]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-6)

@@ -16,6 +16,16 @@ out_console = Console()  # results (stdout)
 err_console = Console(stderr=True)  # progress, diagnostics, errors (stderr)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=0,
+        help="DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per "
+        "process)); results do not depend on it.",
+    ),
+]
 ModelKwargs = Annotated[
     list[str] | None,
     typer.Option(

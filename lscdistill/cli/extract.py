@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import ModelKwargs, err_console, handle_errors, parse_floats, parse_shard
+from ._common import ModelKwargs, Workers, err_console, handle_errors, parse_floats, parse_shard
 
 
 @handle_errors
@@ -39,7 +39,7 @@ def extract_command(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch.")] = 256,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader workers (image folders).")] = 0,
+    workers: Workers = None,
     limit_per_class: Annotated[
         int | None, typer.Option("--limit-per-class", min=1, help="Use at most the first N samples of each class.")
     ] = None,

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..progress import is_main_process
-from ._common import JsonOpt, ModelKwargs, err_console, handle_errors, out_console
+from ._common import JsonOpt, ModelKwargs, Workers, err_console, handle_errors, out_console
 
 Data = Annotated[
     str | None,
@@ -89,10 +89,63 @@ def train_command(
     img_size: Annotated[
         int | None, typer.Option("--img-size", help="Input size (default: model's; digits 32).")
     ] = None,
-    augment: Annotated[
-        bool, typer.Option("--augment", help="Light augmentation (shifts / random crops, flips).")
-    ] = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader workers (image folders).")] = 0,
+    aug: Annotated[
+        str,
+        typer.Option(
+            "--aug",
+            help="Training augmentation (timm's transforms): none; light (random resized crop, flip, color jitter; "
+            "digits: random shifts); randaugment (light + rand-m9-mstd0.5-inc1); or a timm auto_augment string "
+            "(rand-m7-n3, augmix-m5, original, trivial...). Seeded per sample: the same with any --workers.",
+        ),
+    ] = "none",
+    hflip: Annotated[
+        float, typer.Option("--hflip", min=0.0, max=1.0, help="Horizontal flip probability under --aug.")
+    ] = 0.5,
+    color_jitter: Annotated[
+        float, typer.Option("--color-jitter", min=0.0, help="Color jitter strength under --aug (timm's).")
+    ] = 0.4,
+    re_prob: Annotated[
+        float, typer.Option("--re-prob", min=0.0, max=1.0, help="Random erasing probability under --aug.")
+    ] = 0.0,
+    mixup: Annotated[
+        float,
+        typer.Option(
+            "--mixup",
+            min=0.0,
+            help="Mixup alpha (timm's Mixup on the inputs; the target is the lambda-weighted pair of the two samples' "
+            "centers, nothing of size n_classes); 0: off. E.g. 0.2.",
+        ),
+    ] = 0.0,
+    cutmix: Annotated[float, typer.Option("--cutmix", min=0.0, help="CutMix alpha (images); 0: off. E.g. 1.0.")] = 0.0,
+    mixup_prob: Annotated[
+        float, typer.Option("--mixup-prob", min=0.0, max=1.0, help="Probability of mixing a batch.")
+    ] = 1.0,
+    mixup_switch_prob: Annotated[
+        float,
+        typer.Option("--mixup-switch-prob", min=0.0, max=1.0, help="Probability of CutMix when both are on."),
+    ] = 0.5,
+    mixup_mode: Annotated[
+        str, typer.Option("--mixup-mode", help="batch, pair or elem: one lambda per batch, pair or sample (timm's).")
+    ] = "batch",
+    log_with: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log-with",
+            help="Also log to an experiment tracker through Accelerate, repeatable: tensorboard (pip install "
+            "tensorboard, or lscdistill[tensorboard]), wandb, mlflow, ... or all; logs go to OUT/logs. "
+            "metrics.jsonl is written either way.",
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            "--ema-decay",
+            help="Keep an exponential moving average of the weights with this decay (timm's ModelEmaV3, with "
+            "warmup: min(decay, 1 - step^(-2/3))), validate and save it instead of the raw weights; 0: off. "
+            "E.g. 0.999 for a few thousand steps, 0.9998 for long runs.",
+        ),
+    ] = 0.0,
+    workers: Workers = None,
     seed: Annotated[int, typer.Option("--seed", help="Initialization, shuffling and augmentation seed.")] = 0,
     cpu: Cpu = False,
     log_every: Annotated[int, typer.Option("--log-every", min=0, help="Log the loss every N steps.")] = 10,
@@ -158,7 +211,17 @@ def train_command(
         grad_accum=grad_accum,
         precision=precision,
         img_size=img_size,
-        augment=augment,
+        aug=aug,
+        hflip=hflip,
+        color_jitter=color_jitter,
+        re_prob=re_prob,
+        mixup=mixup,
+        cutmix=cutmix,
+        mixup_prob=mixup_prob,
+        mixup_switch_prob=mixup_switch_prob,
+        mixup_mode=mixup_mode,
+        ema_decay=ema_decay,
+        log_with=tuple(log_with or ()),
         workers=workers,
         seed=seed,
         cpu=cpu,
@@ -196,6 +259,7 @@ def evaluate_command(
     features: Features = None,
     labels: Labels = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 256,
+    workers: Workers = None,
     cpu: Cpu = False,
     instance_labels: Annotated[
         bool,
@@ -209,7 +273,7 @@ def evaluate_command(
     their agreement, new-class flags, and top-5 where cheap (<= 10,000 classes)."""
     from ..evaluate import EvalConfig, run_evaluate
 
-    result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels))
+    result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels, workers))
     if not is_main_process():
         return
     if json_:
@@ -235,6 +299,7 @@ def predict_command(
     features: Features = None,
     labels: Annotated[str | None, typer.Option("--labels", help="Not needed; accepted for symmetry.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 256,
+    workers: Workers = None,
     cpu: Cpu = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
@@ -242,6 +307,6 @@ def predict_command(
     generated centers fast_label and new_class (the fast decoder's nearest vector belongs to no class)."""
     from ..evaluate import EvalConfig, run_predict
 
-    result = run_predict(EvalConfig(run_dir, data, features, labels, batch_size, cpu), out, overwrite)
+    result = run_predict(EvalConfig(run_dir, data, features, labels, batch_size, cpu, workers=workers), out, overwrite)
     err_console.print(f"{result['samples']:,} predictions ({', '.join(result['columns'])})", highlight=False)
     typer.echo(result["path"])
