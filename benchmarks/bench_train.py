@@ -78,11 +78,12 @@ def worker(spec: dict) -> dict:
     times = []
     for _ in range(spec["steps"]):
         x = torch.randn(spec["batch"], 3, spec["img_size"], spec["img_size"], generator=gen).to(device)
-        y = torch.randint(0, n, (spec["batch"],), generator=gen).to(device)
+        y_cpu = torch.randint(0, n, (spec["batch"],), generator=gen)
+        y = y_cpu.to(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        loss = _loss(model, x, y, centers, loss_fn, cfg, device)
+        loss = _loss(model, x, y, y_cpu, centers, loss_fn, cfg)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

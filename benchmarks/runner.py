@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train
+from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train, bench_trainloop
 from ._common import RESULTS, Section, machine
 
 
@@ -50,6 +50,13 @@ BENCHMARKS = {
             "Extract a class-means store from features at scale",
             bench_extract.ScaleConfig,
             bench_extract.scale,
+            default=False,
+        ),
+        Benchmark(
+            "trainloop",
+            "One training epoch: lscdistill train vs a bare PyTorch + timm loop",
+            bench_trainloop.Config,
+            bench_trainloop.run,
             default=False,
         ),
         Benchmark(

@@ -26,6 +26,8 @@ from .data import (
     use_instance_labels,
 )
 from .files import atomic_file
+from .models import unwrap
+from .runtime import create_accelerator
 from .stores.writer import check_output_path
 
 __all__ = ["EvalConfig", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
@@ -93,7 +95,7 @@ def evaluate_model(
     has_fast = centers is not None and centers.fast
     top5 = _Top5(centers, device)
     has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
-    model = accelerator.unwrap_model(model)
+    model = unwrap(accelerator, model)
     was_training = model.training
     model.eval()
     with batch_statistics(model) if batch_stats else torch.inference_mode():
@@ -176,14 +178,8 @@ class EvalConfig:
     workers: int | None = None  # DataLoader workers (None: default_workers for the device)
 
 
-def _accelerator(cpu: bool):
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=cpu or not torch.cuda.is_available())
-
-
 def run_evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    accelerator = _accelerator(cfg.cpu)
+    accelerator = create_accelerator(cpu=cfg.cpu)
     model, centers, meta = load_run(cfg.run_dir)
     try:
         return _evaluate(cfg, accelerator, model, centers, meta)
@@ -212,7 +208,7 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
     if out.suffix not in (".csv", ".npz"):
         raise ValueError(f"--out must end in .csv or .npz, got {out}")
     check_output_path(out, overwrite)
-    accelerator = _accelerator(cfg.cpu)
+    accelerator = create_accelerator(cpu=cfg.cpu)
     if accelerator.num_processes > 1:
         raise ValueError("predict runs in one process (it writes one file in sample order)")
     model, centers, meta = load_run(cfg.run_dir)

@@ -27,6 +27,7 @@ from .data import (
 )
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
 from .progress import progress_bar
+from .runtime import create_accelerator
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
 
 __all__ = ["ExtractConfig", "ExtractResult", "run_extract"]
@@ -108,10 +109,9 @@ def _source(cfg: ExtractConfig) -> tuple[LabeledData, torch.nn.Module | None, di
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Extract class means (or partial sums) and write one store; returns what was done."""
-    from accelerate import Accelerator
 
     # Accelerate only goes multi-process on CPU (gloo) when told to use the CPU.
-    accelerator = Accelerator(mixed_precision=cfg.precision, cpu=cfg.cpu or not torch.cuda.is_available())
+    accelerator = create_accelerator(cfg.precision, cfg.cpu)
     main = accelerator.is_main_process
     if main:
         check_output_path(cfg.out, cfg.overwrite)  # fail before any work

@@ -27,6 +27,7 @@ __all__ = [
     "parse_model_kwargs",
     "resolve_checkpoint",
     "save_run_model",
+    "unwrap",
 ]
 
 RUN_WEIGHTS, RUN_META = "model.safetensors", "model.json"  # what a `lscdistill train` run directory holds
@@ -48,7 +49,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a ``.pt/.pth`` file loaded with ``weights_only=True``.
 
-    Neither format can run code. Common wrappers (``state_dict``, ``model``, ``module.`` prefixes) are removed.
+    Neither format can run code. Common wrappers (``state_dict``, ``model``; ``module.`` and torch.compile's
+    ``_orig_mod.`` prefixes) are removed.
     """
     path = Path(path)
     try:
@@ -69,7 +71,14 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"checkpoint {path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def unwrap(accelerator, model: nn.Module) -> nn.Module:
+    """The plain module under Accelerate's wrappers: without DDP and without ``torch.compile`` (whose state dict
+    names every tensor ``_orig_mod.*``), as it is evaluated, averaged and saved."""
+    model = accelerator.unwrap_model(model)
+    return getattr(model, "_orig_mod", model)
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:

@@ -46,8 +46,9 @@ from .data import (
 from .evaluate import evaluate_model
 from .losses import create_loss
 from .mixup import CenterMixup
-from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model
+from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
 from .progress import progress_bar
+from .runtime import create_accelerator
 
 __all__ = ["TrainConfig", "TrainResult", "create_centers", "resolve_defaults", "run_train"]
 
@@ -102,6 +103,9 @@ class TrainConfig:
     batch_size: int = 64  # per process
     grad_accum: int = 1
     precision: str = "no"
+    compile: bool = False  # torch.compile the model (Accelerate's dynamo_backend="inductor")
+    channels_last: bool = False  # channels-last memory format for the model and its image inputs
+    clip_grad: float | None = None  # clip the gradients' global L2 norm to this (None: no clipping)
     img_size: int | None = None
     aug: str = "none"  # none | light | randaugment | a timm auto_augment string (data.Augment)
     hflip: float = 0.5
@@ -289,7 +293,7 @@ class _BatchNormStats:
         world, rank = accelerator.num_processes, accelerator.process_index
         idx, bs, total = _bn_indices(len(self.data), self.cfg, step, rank, world)
         inputs = (x for x, _, _ in self.data.batches(idx, bs))
-        recompute_batchnorm(accelerator.unwrap_model(model), inputs, device=accelerator.device, world=world)
+        recompute_batchnorm(unwrap(accelerator, model), inputs, device=accelerator.device, world=world)
         self.step = step
         self.info |= {"batches": total, "batch_size": bs, "samples": total * bs, "step": step}
 
@@ -303,7 +307,7 @@ def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig
         return None
     n = min(MODE_GAP_SAMPLES, len(data)) // (world * bs) * (world * bs)  # every process: whole batches of bs
     idx = np.random.default_rng([cfg.seed, 15485863]).permutation(len(data))[:n]  # mixed classes
-    model = accelerator.unwrap_model(model)
+    model = unwrap(accelerator, model)
     kw = {"objective": cfg.objective, "indices": idx}
     evals = evaluate_model(accelerator, model, centers, data, bs, **kw)["top1"]
     trains = evaluate_model(accelerator, model, centers, data, bs, batch_stats=True, **kw)["top1"]
@@ -349,7 +353,6 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 
 
 def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if cfg.resume:
@@ -362,6 +365,8 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     for name in ("epochs", "batch_size", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ValueError(f"--clip-grad must be > 0, got {cfg.clip_grad}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
     _check_trackers(cfg.log_with)
@@ -373,9 +378,10 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         mix = CenterMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.mixup_mode)
     run_dir = Path(cfg.out)
     # gradient accumulation is done here (not by Accelerate) so an epoch's last, shorter group still steps
-    accelerator = Accelerator(
-        mixed_precision=cfg.precision,
-        cpu=cfg.cpu or not torch.cuda.is_available(),
+    accelerator = create_accelerator(
+        cfg.precision,
+        cfg.cpu,
+        dynamo_backend="inductor" if cfg.compile else None,
         log_with=list(cfg.log_with) or None,
         project_dir=str(run_dir / "logs") if cfg.log_with else None,
     )
@@ -495,6 +501,9 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         train_data, cfg.batch_size, workers=workers, augment=augment, seed=cfg.seed, pin_memory=pin
     )
     val_loader = None if val_data is None else SplitLoader(val_data, cfg.batch_size, workers=workers, pin_memory=pin)
+    channels_last = cfg.channels_last and cfg.features is None  # image models only
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the scheduler steps once per optimizer step (not once per process)
     scheduler.split_batches = True
@@ -537,6 +546,8 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                 running, n_run = 0.0, 0
                 for x, y_cpu, _ in train_loader(order, epoch):
                     x, y = x.to(accelerator.device, non_blocking=True), y_cpu.to(accelerator.device, non_blocking=True)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     group_start = batch_in_epoch - batch_in_epoch % cfg.grad_accum
                     group = min(cfg.grad_accum, batches_per_epoch - group_start)  # the last group may be shorter
                     batch_in_epoch += 1
@@ -548,12 +559,14 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                     running, n_run = running + loss.detach(), n_run + 1  # on the device: no sync per batch
                     shown = None
                     if sync:
+                        if cfg.clip_grad is not None:
+                            accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
                         step += 1
                         if ema is not None:
-                            ema.update(accelerator.unwrap_model(model), step=step)
+                            ema.update(unwrap(accelerator, model), step=step)
                         if cfg.log_every and step % cfg.log_every == 0:
                             shown = float(running / n_run)
                             metrics.log(
@@ -590,7 +603,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
             accelerator, evaluated, centers, val_data, continual["old_classes"], cfg
         )
     mode_check = None if bn_stats.data is None else _mode_check(accelerator, evaluated, centers, bn_stats.data, cfg)
-    unwrapped = accelerator.unwrap_model(evaluated)
+    unwrapped = unwrap(accelerator, evaluated)
     if main:
         meta |= {"steps": step, "final_metrics": final, "continual": continual}
         meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if ema is not None else None
@@ -629,7 +642,7 @@ def _create_ema(accelerator, model, cfg: TrainConfig):
         return None
     from timm.utils import ModelEmaV3
 
-    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, use_warmup=True)
+    ema = ModelEmaV3(unwrap(accelerator, model), decay=cfg.ema_decay, use_warmup=True)
     accelerator.register_for_checkpointing(ema)
     return ema
 

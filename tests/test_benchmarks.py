@@ -101,3 +101,23 @@ def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path):
     assert rows["lsc"]["val_hits"] == round(rows["lsc"]["val_top1"] * 20) and rows["lsc"]["val_samples"] == 20
     gaps = [r["train_top1_train_mode"] - r["train_top1_eval_mode"] for r in rows.values()]
     assert heads["train-mode minus eval-mode top-1, worst (points)"]["value"] == pytest.approx(100 * max(gaps))
+
+
+def test_trainloop_benchmark_compares_lscdistill_train_with_a_bare_loop(tmp_path):
+    """One tiny round (100 MNIST images, test_resnet, 0 workers): a bare loop, lscdistill train on generated centers
+    and on a store; both loops see every image once and each lscdistill variant gets an overhead headline."""
+    tiny = {"model": "test_resnet", "workers": (0,), "store_classes": 1000, "rounds": 1} | TINY_MNIST
+    payload = run_suite(
+        ("trainloop",),
+        device="cpu",
+        overrides={"trainloop": tiny},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    section = payload["benchmarks"]["trainloop"]
+    assert {r["method"] for r in section["rows"]} == {"bare", "lsc-system", "lsc-store"}
+    assert all(r["samples_per_s"] > 0 and math.isfinite(r["samples_per_s"]) for r in section["rows"])
+    figures = [h["figure"] for h in section["headlines"]]
+    expected = [f"lscdistill train overhead over a bare loop ({v}, 0 workers)" for v in ("lsc-store", "lsc-system")]
+    assert figures == expected

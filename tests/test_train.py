@@ -385,3 +385,28 @@ def test_tensorboard_event_file_holds_the_loss_and_val_top1(tmp_path, blobs):
         got = scalars[tag]
         assert [s for s, _ in got] == [s for s, _ in expected]
         np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-6)
+
+
+def test_commands_with_other_precisions_and_devices_run_in_one_process(tmp_path, blobs):
+    """Accelerate's process-wide state must not make a second run with another precision or --cpu fail."""
+    args, (vx, vy) = blobs
+    for name, extra in (("a", []), ("b", ["--precision", "bf16"]), ("c", ["--cpu"])):
+        _ok("train", *args, *FAST, *extra, "--out", tmp_path / name)
+        _ok("evaluate", tmp_path / name, "--features", vx, "--labels", vy, "--cpu")
+
+
+def test_a_compiled_model_saves_plain_names_and_loads(tmp_path, blobs):
+    """--compile (torch.compile through Accelerate): model.safetensors has the model's own names (no
+    ``_orig_mod.``), and the run loads and evaluates to what training validated; --clip-grad and
+    --channels-last are accepted on the way."""
+    args, (vx, vy) = blobs
+    run = tmp_path / "compiled"
+    _ok("train", *args, *FAST, "--compile", "--clip-grad", "0.5", "--channels-last", "--out", run)
+    names = list(load_state_dict(run / "model.safetensors"))
+    from safetensors.torch import load_file
+
+    raw = list(load_file(run / "model.safetensors"))
+    assert raw == names and not any("_orig_mod" in k for k in raw)
+    meta = json.loads((run / "model.json").read_text())
+    result = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
+    assert result["top1"] == meta["final_metrics"]["top1"] > 0.5

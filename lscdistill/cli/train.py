@@ -86,6 +86,15 @@ def train_command(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch per process.")] = 64,
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Batches per optimizer step.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="Mixed precision: no, fp16, bf16.")] = "no",
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (Accelerate's inductor backend).")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last memory format (faster convolutions on GPUs).")
+    ] = False,
+    clip_grad: Annotated[
+        float | None, typer.Option("--clip-grad", help="Clip the gradients' global L2 norm to this value.")
+    ] = None,
     img_size: Annotated[
         int | None, typer.Option("--img-size", help="Input size (default: model's; digits 32).")
     ] = None,
@@ -210,6 +219,9 @@ def train_command(
         batch_size=batch_size,
         grad_accum=grad_accum,
         precision=precision,
+        compile=compile_,
+        channels_last=channels_last,
+        clip_grad=clip_grad,
         img_size=img_size,
         aug=aug,
         hflip=hflip,
