@@ -7,6 +7,7 @@ The table is read one chunk of rows at a time and scored against the whole batch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ import torch
 
 from .systems.base import mark_degenerate, unit_rows
 
-__all__ = ["RowSource", "exact_nearest"]
+__all__ = ["RowSource", "exact_nearest", "full_precision_matmul"]
 
 
 class RowSource(Protocol):
@@ -59,6 +60,24 @@ def exact_nearest(
 
     if n_rows < 1:
         raise ValueError("the center table is empty")
+    with full_precision_matmul():
+        return _scan(z, rows, n_rows, chunk_size)
+
+
+@contextlib.contextmanager
+def full_precision_matmul():
+    """float32 matrix products in full precision while scoring: TF32 (``torch.set_float32_matmul_precision("high")``
+    or Accelerate's ``tf32``), which a user may switch on for training, keeps 10 mantissa bits and would let an
+    "exact" decoder pick a different center when two cosines differ below ~1e-3."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _scan(z: torch.Tensor, rows, n_rows: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     unit, ok, finite = unit_rows(z)
     best = torch.full((unit.shape[0],), -float("inf"), dtype=unit.dtype, device=unit.device)
     best_idx = torch.zeros(unit.shape[0], dtype=torch.long, device=unit.device)

@@ -47,6 +47,7 @@ from .demo import DemoConfig, run_demo
 from .evaluate import EvalConfig, run_evaluate
 from .extract import ExtractConfig, run_extract
 from .progress import is_main_process
+from .runtime import PRECISIONS
 from .snap import METHODS, SnapConfig, run_snap
 from .train import OBJECTIVES, SCHEDULES, TrainConfig, run_train
 
@@ -390,7 +391,7 @@ def _check_choice(kind: str, name: str, value: Any, where: str) -> None:
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     elif name == "precision":
-        choices = ("no", "fp16", "bf16", "fp8")
+        choices = PRECISIONS
     elif kind == "train" and name == "objective":
         choices = OBJECTIVES
     elif kind == "train" and name == "schedule":

@@ -358,24 +358,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     if cfg.resume:
         cfg = _inherit_defaults(cfg)
     cfg = resolve_defaults(cfg)
-    if (cfg.data is None) == (cfg.features is None):
-        raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
-    if cfg.objective == "ce" and cfg.centers is not None:
-        raise ValueError("--centers is for --objective lsc; cross-entropy trains its own classifier head")
-    for name in ("epochs", "batch_size", "grad_accum"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
-        raise ValueError(f"--clip-grad must be > 0, got {cfg.clip_grad}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
-    _check_trackers(cfg.log_with)
-    augment = Augment(cfg.aug, cfg.hflip, cfg.color_jitter, cfg.re_prob).check()
-    mix = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        if cfg.cutmix > 0 and cfg.features is not None:
-            raise ValueError("--cutmix cuts image patches: it is for --data, not --features (use --mixup)")
-        mix = CenterMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.mixup_mode)
+    augment, mix = _check_options(cfg)
     run_dir = Path(cfg.out)
     # gradient accumulation is done here (not by Accelerate) so an epoch's last, shorter group still steps
     accelerator = create_accelerator(
@@ -689,6 +672,33 @@ def _save(accelerator, run_dir: Path, step: int, batches: int, cfg: TrainConfig)
         for old in _checkpoints(run_dir)[: -cfg.keep_checkpoints] if cfg.keep_checkpoints > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
+    """Every option checked before anything is created (one clear error, no run directory left behind); returns
+    the augmentation and the mixup it describes."""
+    if (cfg.data is None) == (cfg.features is None):
+        raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
+    if cfg.objective == "ce" and cfg.centers is not None:
+        raise ValueError("--centers is for --objective lsc; cross-entropy trains its own classifier head")
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    positive = {"lr": cfg.lr, "clip_grad": cfg.clip_grad}
+    at_least_zero = {"weight_decay": cfg.weight_decay, "radius": cfg.radius, "warmup_steps": cfg.warmup_steps}
+    for name, value in (positive | at_least_zero).items():
+        if value is not None and not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
+            bound = "> 0" if name in positive else ">= 0"
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number {bound}, got {value}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
+    _check_trackers(cfg.log_with)
+    augment = Augment(cfg.aug, cfg.hflip, cfg.color_jitter, cfg.re_prob).check()
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return augment, None
+    if cfg.cutmix > 0 and cfg.features is not None:
+        raise ValueError("--cutmix cuts image patches: it is for --data, not --features (use --mixup)")
+    return augment, CenterMixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.mixup_mode)
 
 
 def _check_trackers(names: tuple[str, ...]) -> None:

@@ -17,11 +17,13 @@ from lscdistill.models import build_student
 from lscdistill.stores import open_store
 
 pytestmark = pytest.mark.distributed
+#: every process on the CPU (gloo), also on a GPU host: two ranks on a one-GPU machine would ask for cuda:1
+CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _torchrun(*args, nproc: int = 2, cwd) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **CPU_ENV}
     result = subprocess.run(
         [*cmd, "-m", "lscdistill", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
     )
@@ -34,7 +36,13 @@ def _accelerate_launch(*args, nproc: int = 2, cwd) -> subprocess.CompletedProces
     ``--cpu`` it would start one process); port 0 picks a free port, HF_HOME hides a user's accelerate config."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc)]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HOME": str(cwd / "hf")}
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HF_HOME": str(cwd / "hf"),
+    }
     result = subprocess.run(
         [*cmd, "-m", "lscdistill", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
     )
@@ -156,7 +164,7 @@ def test_torchrun_batchnorm_statistics_are_the_same_on_every_rank_and_as_one_pro
     ranks and equal, up to float rounding, to one process forwarding the whole list."""
     script = tmp_path / "bn.py"
     script.write_text(_BN_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **CPU_ENV}
     subprocess.run([sys.executable, script, tmp_path / "bn"], check=True, env=env, timeout=180)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run([*cmd, script, tmp_path / "bn"], check=True, env=env, timeout=180, capture_output=True)

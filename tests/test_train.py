@@ -302,6 +302,12 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         "unknown tracker": ([*args, "--log-with", "notebook"], "not a tracker Accelerate knows"),
         "tracker not installed": ([*args, "--log-with", "aim"], "the aim package is not installed"),
         "aug policy": (["--model", "test_resnet", "--data", "digits", "--aug", "strong"], "--aug 'strong'"),
+        "negative lr": ([*args, "--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+        "nan lr": ([*args, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        "negative weight decay": ([*args, "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+        "infinite radius": ([*args, "--radius", "inf"], "--radius must be a finite number >= 0, got inf"),
+        "zero clip": ([*args, "--clip-grad", "0"], "--clip-grad must be a finite number > 0, got 0.0"),
+        "fp8": ([*args, "--precision", "fp8"], "--precision must be one of no, fp16, bf16, got 'fp8'"),
         "model kwargs not KEY=VALUE": (
             ["--model", "test_vit", "--data", "digits", "--model-kwargs", "patch_size"],
             "expected KEY=VALUE",
@@ -312,7 +318,7 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         ),
     }
     for name, (case, expected) in cases.items():
-        result = _run("train", *case, *FAST, "--out", tmp_path / "out")
+        result = _run("train", *FAST, *case, "--out", tmp_path / "out")  # the case's flags win
         assert result.exit_code == 1, (name, result.output)
         assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1, result.output
         assert expected in result.output, (name, result.output)
@@ -410,3 +416,21 @@ def test_a_compiled_model_saves_plain_names_and_loads(tmp_path, blobs):
     meta = json.loads((run / "model.json").read_text())
     result = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
     assert result["top1"] == meta["final_metrics"]["top1"] > 0.5
+
+
+def test_exact_decoding_scores_in_full_precision_and_restores_the_setting():
+    from lscdistill.decode import exact_nearest
+
+    seen = []
+
+    def rows(start, stop):
+        seen.append(torch.get_float32_matmul_precision())
+        return torch.eye(4)[start:stop]
+
+    torch.set_float32_matmul_precision("medium")  # what a user enabling TF32 / bf16 matmuls sets
+    try:
+        idx, _ = exact_nearest(torch.tensor([[0.1, 0.9, 0.0, 0.0]]), rows, n_rows=4, chunk_size=2)
+        assert seen == ["highest", "highest"] and idx.tolist() == [1]
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
