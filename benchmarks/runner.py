@@ -73,11 +73,11 @@ PLOTTED = {"predict", "inference", "train"}  # what the PNG draws (no PNG for a 
 OTHERS_WARN = 0.05  # warn when other processes took more than this share of the machine's CPU time
 
 
-def result_stem(names: tuple[str, ...], quick: bool, device: torch.device) -> str:
+def result_stem(names: tuple[str, ...], quick: bool, device: torch.device, tag: str = "") -> str:
     """``suite[-quick]-<device>`` for the default set; a subset run names its benchmarks so it never replaces
-    the full results."""
+    the full results; a tag (runs with changed settings) goes before the device."""
     subset = "" if tuple(names) == DEFAULT else "-" + "-".join(names)
-    return f"suite{subset}{'-quick' if quick else ''}-{device.type}"
+    return f"suite{subset}{'-quick' if quick else ''}{'-' + tag if tag else ''}-{device.type}"
 
 
 def run_suite(
@@ -90,6 +90,7 @@ def run_suite(
     plot: bool = True,
     console: Console | None = None,
     command: str | None = None,
+    tag: str = "",
 ) -> dict[str, Any]:
     """Run benchmarks and write ``<out_dir>/<stem>.json`` (+ ``.png``); returns the JSON payload.
 
@@ -102,6 +103,7 @@ def run_suite(
         plot: draw the PNG (needs matplotlib; skipped with a note without it).
         console: where tables go (default: stdout).
         command: the command line to record in the JSON.
+        tag: added to the result file's name (see :func:`result_stem`).
     """
     names = tuple(names or DEFAULT)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -145,7 +147,7 @@ def run_suite(
             "timings are contaminated (small multi-threaded ops most: each waits for a descheduled thread)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{result_stem(names, quick, device)}.json"
+    path = out_dir / f"{result_stem(names, quick, device, tag)}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
     tmp.replace(path)

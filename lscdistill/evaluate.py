@@ -27,6 +27,7 @@ from .data import (
 )
 from .files import atomic_file
 from .models import unwrap
+from .rundir import load_run
 from .runtime import create_accelerator
 from .stores.writer import check_output_path
 
@@ -136,19 +137,6 @@ def evaluate_model(
 
 
 # ------------------------------------------------------------------------------------------------ run dirs
-def load_run(run_dir: str | Path):
-    """``(model, centers or None, meta)`` of a finished run, centers rebuilt from ``model.json`` (close them with
-    ``centers.close()`` when done: store-backed centers hold the store open)."""
-    from .models import load_run_model
-    from .train import create_centers
-
-    model, meta = load_run_model(run_dir)
-    centers = None
-    if meta["objective"] == "lsc":
-        centers = create_centers(meta["centers"], int(meta["n_classes"]))
-    return model, centers, meta
-
-
 def _data_for_run(model, meta, data: str | None, features: str | None, labels: str | None, need_labels: bool):
     if (data is None) == (features is None):
         raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")

@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from . import __version__
 from .batchnorm import batchnorm_layers, recompute_batchnorm
-from .centers import Centers, StoreCenters, SystemCenters, store_centers
+from .centers import Centers, StoreCenters, SystemCenters
 from .data import (
     Augment,
     LabeledData,
@@ -48,6 +47,7 @@ from .losses import create_loss
 from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
 from .progress import progress_bar
+from .rundir import RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
 from .runtime import create_accelerator
 
 __all__ = ["TrainConfig", "TrainResult", "create_centers", "resolve_defaults", "run_train"]
@@ -62,7 +62,6 @@ DEFAULT_LR = {"lsc": 3e-3, "ce": 1e-3}
 DEFAULT_SCHEDULE = {"lsc": "wsd", "ce": "cosine"}
 WARMUP_FRACTION = 0.05  # default linear warmup: this share of all optimizer steps
 AUTO_FIELDS = ("lr", "schedule", "warmup_steps")  # None: the default above (or, on --resume, the run's own value)
-TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backed centers
 _CRASH_AT_STEP = int(os.environ.get("LSCDISTILL_CRASH_AT_STEP", "-1"))  # fault injection for the resume test
 #: fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "resume", "quiet", "log_every", "checkpoint_every", "keep_checkpoints", "workers"}
@@ -154,31 +153,6 @@ def _load(data: str | None, features: str | None, labels: str | None, pre):
             raise ValueError("--features needs --labels (and --val-features needs --val-labels)")
         return load_features(features, labels)
     return load_images(data, pre)
-
-
-def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
-    """Centers from a description: ``{"type": "system", name, n_dim, seed, interpolations, projection}`` or
-    ``{"type": "store", "path": ...}``."""
-    if spec["type"] == "system":
-        from .systems import create_system
-
-        system = create_system(
-            spec["name"],
-            spec["n_dim"],
-            seed=spec.get("seed"),
-            interpolations=spec.get("interpolations", 0),
-            projection=spec.get("projection"),
-        )
-        return SystemCenters(system, n_classes)
-    if spec["type"] == "store":
-        from .stores import open_store
-
-        # random rows rarely share a chunk: a small chunk cache bounds the memory at any n_classes
-        store = open_store(spec["path"], rdcc_nbytes=TRAIN_CHUNK_CACHE)
-        if n_classes > store.n_classes:
-            raise ValueError(f"labels reach class {n_classes - 1} but {spec['path']} has {store.n_classes:,} classes")
-        return store_centers(store)
-    raise ValueError(f"unknown centers type {spec['type']!r}")
 
 
 def _store_facts(path: str) -> dict[str, Any]:
@@ -321,14 +295,6 @@ def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig
     return check
 
 
-def _checkpoints(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step_*") if (p / "trainer.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
 def _check_resume(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     saved_path = run_dir / "config.json"
     if not saved_path.is_file():
@@ -368,12 +334,30 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         log_with=list(cfg.log_with) or None,
         project_dir=str(run_dir / "logs") if cfg.log_with else None,
     )
-    main = accelerator.is_main_process
     _check_run_dir(cfg, run_dir)  # fail before any work; nothing is created until the inputs are validated
     set_seed(cfg.seed)
+    setup = _setup(cfg, cleanup)
+    trainer = _Trainer(cfg, accelerator, setup, augment, mix)
+    trainer.fit()
+    return trainer.finish()
 
-    # ---- model first (its data config decides the preprocessing), then data, then centers
-    init_meta: dict[str, Any] | None = None
+
+@dataclass
+class _Setup:
+    """What a run trains: the student, its data, its centers (None: cross-entropy head), its loss, ``model.json``."""
+
+    model: Student
+    train_data: LabeledData
+    val_data: LabeledData | None
+    centers: Centers | None
+    loss_fn: torch.nn.Module
+    meta: dict[str, Any]
+    init_meta: dict[str, Any] | None
+
+
+def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None, dict[str, Any] | None, Any]:
+    """The student's description (``model.json``'s ``model``), the training features (for ``--features``), the
+    centers store's facts and the ``--init-from`` run ``(model, meta)`` (or None)."""
     arch = cfg.model or ("mlp" if cfg.features is not None else None)
     if arch is None:
         raise ValueError("give --model (a timm model name)")
@@ -381,12 +365,11 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         raise ValueError("--features train a small MLP: drop --model (or pass --model mlp)")
     if cfg.features is None and arch == "mlp":
         raise ValueError("--model mlp is for --features; give a timm model name for images")
-    in_dim = None
+    features = None
     if cfg.features is not None:
-        train_data = load_features(cfg.features, cfg.labels) if cfg.labels else None
-        if train_data is None:
+        if not cfg.labels:
             raise ValueError("--features needs --labels")
-        in_dim = train_data.n_dim
+        features = load_features(cfg.features, cfg.labels)
     store = _store_facts(cfg.centers) if cfg.centers is not None else None
     dim = cfg.dim or (store["n_dim"] if store is not None else None)
     if store is not None and dim != store["n_dim"]:
@@ -394,13 +377,15 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
             f"--centers {cfg.centers} has n_dim {store['n_dim']} but --dim is {dim}: the student must embed "
             f"to the centers' dimension (drop --dim, or snap/extract the centers at {dim} dims)"
         )
+    in_dim = features.n_dim if features is not None else None
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
     if cfg.model_kwargs:
         spec["kwargs"] = parse_model_kwargs(cfg.model_kwargs)
     spec["project"] = cfg.objective == "lsc"  # see Student: backbones end in ReLU/GELU, centers need signs
+    init = None
     if cfg.init_from is not None:
-        init_model, init_meta = load_run_model(cfg.init_from)
-        old = init_meta["model"]
+        init = load_run_model(cfg.init_from)
+        old = init[1]["model"]
         if old["architecture"] != arch or (dim is not None and old["dim"] != dim):
             raise ValueError(
                 f"--init-from {cfg.init_from} holds {old['architecture']} with dim {old['dim']}; "
@@ -411,14 +396,20 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
                 f"--init-from {cfg.init_from} was built with --model-kwargs {old.get('kwargs') or {}}; "
                 f"this run asks for {spec.get('kwargs', {})}"
             )
-        spec["dim"] = dim = old["dim"]
+        spec["dim"] = old["dim"]
+    return spec, features, store, init
+
+
+def _setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> _Setup:
+    """Model first (its data config decides the preprocessing), then data, then centers; checked against each
+    other before anything is written."""
+    spec, train_data, store, init = _student_spec(cfg)
     probe = build_student(spec)
     spec["dim"] = dim = probe.dim
+    pre = None
     if cfg.features is None:
         pre = resolve_preprocess(probe.backbone, cfg.data, cfg.img_size)
         train_data = load_images(cfg.data, pre)
-    else:
-        pre = None
     val_data = None
     if cfg.val_data is not None or cfg.val_features is not None:
         val_data = _load(cfg.val_data, cfg.val_features, cfg.val_labels, pre)
@@ -426,7 +417,6 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         train_data = use_instance_labels(train_data)
         if val_data is not None:
             raise ValueError("--instance-labels: every sample is its own class, so a validation set cannot share them")
-
     n_classes = cfg.n_classes or max(train_data.n_classes, val_data.n_classes if val_data else 0)
     if store is not None and cfg.n_classes is None:
         n_classes = store["n_classes"]
@@ -437,14 +427,12 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     centers = create_centers(centers_spec, n_classes) if cfg.objective == "lsc" else None
     if centers is not None:
         cleanup.callback(centers.close)
-    if centers is not None:
         _check_store_covers(centers, train_data.labels, "training data")
-
     if cfg.objective == "ce":
         spec["n_head_classes"] = n_classes
     model = build_student(spec)
-    if init_meta is not None:
-        _init_from(model, init_model, cfg)
+    if init is not None:
+        _init_from(model, init[0], cfg)
     loss_fn = create_loss(cfg.loss, radius=cfg.radius) if cfg.objective == "lsc" else torch.nn.CrossEntropyLoss()
     meta = {
         "format": "lscdistill-run",
@@ -458,142 +446,160 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
         "class_names": train_data.class_names,
         "data": train_data.description,
     }
+    return _Setup(model, train_data, val_data, centers, loss_fn, meta, None if init is None else init[1])
 
-    # ---- steps, run directory, optimizer, schedule, accelerate
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_rank = len(train_data) // world
-    if per_rank < 1:
-        raise ValueError(f"{len(train_data)} training samples for {world} processes")
-    batches_per_epoch = math.ceil(per_rank / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.warmup_steps is None:  # resolved here, from the step count, so config.json records the number
-        cfg = replace(cfg, warmup_steps=round(WARMUP_FRACTION * total_steps))
-    meta["optimizer"] = {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    meta["optimizer"] |= {"schedule": cfg.schedule, "warmup_steps": cfg.warmup_steps, "total_steps": total_steps}
 
-    if main and not cfg.resume:
-        _create_run_dir(cfg, run_dir)
-    accelerator.wait_for_everyone()
+class _Trainer:
+    """The training loop of one run, in the pieces a reader follows: ``__init__`` (steps, run directory,
+    optimizer, schedule, loaders, Accelerate, EMA, resume), :meth:`fit` (epochs of :meth:`_epoch`, each batch
+    through :meth:`_batch` and every optimizer step through :meth:`_step`, then :meth:`_end_epoch`: validate and
+    checkpoint) and :meth:`finish` (the end-of-run check and ``model.json``)."""
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
-    bn_stats = _BatchNormStats(cfg, model, train_data)
-    workers, pin = default_workers(accelerator, cfg.workers), accelerator.device.type == "cuda"
-    train_loader = SplitLoader(
-        train_data, cfg.batch_size, workers=workers, augment=augment, seed=cfg.seed, pin_memory=pin
-    )
-    val_loader = None if val_data is None else SplitLoader(val_data, cfg.batch_size, workers=workers, pin_memory=pin)
-    channels_last = cfg.channels_last and cfg.features is None  # image models only
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    # the scheduler steps once per optimizer step (not once per process)
-    scheduler.split_batches = True
-    ema = _create_ema(accelerator, model, cfg)
-    evaluated = model if ema is None else ema.module  # what is validated, checked and saved
+    def __init__(self, cfg: TrainConfig, accelerator, setup: _Setup, augment: Augment, mix) -> None:
+        self.accelerator, self.setup, self.mix = accelerator, setup, mix
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.run_dir = run_dir = Path(cfg.out)
+        per_rank = len(setup.train_data) // self.world
+        if per_rank < 1:
+            raise ValueError(f"{len(setup.train_data)} training samples for {self.world} processes")
+        self.batches_per_epoch = math.ceil(per_rank / cfg.batch_size)
+        total_steps = math.ceil(self.batches_per_epoch / cfg.grad_accum) * cfg.epochs
+        if cfg.warmup_steps is None:  # resolved here, from the step count, so config.json records the number
+            cfg = replace(cfg, warmup_steps=round(WARMUP_FRACTION * total_steps))
+        self.cfg = cfg
+        optimizer_meta = {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule}
+        setup.meta["optimizer"] = optimizer_meta | {"warmup_steps": cfg.warmup_steps, "total_steps": total_steps}
+        if accelerator.is_main_process and not cfg.resume:
+            create_run_dir(run_dir, cfg.to_json())
+        accelerator.wait_for_everyone()
 
-    continual = None
-    if init_meta is not None and val_data is not None:
-        old_n = int(init_meta["n_classes"])
-        before = _old_class_accuracy(accelerator, model, centers, val_data, old_n, cfg)
-        continual = {"old_classes": old_n, "old_class_top1_before": before}
+        model = setup.model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
+        self.bn_stats = _BatchNormStats(cfg, model, setup.train_data)
+        workers, pin = default_workers(accelerator, cfg.workers), accelerator.device.type == "cuda"
+        kw = {"workers": workers, "pin_memory": pin}
+        self.train_loader = SplitLoader(setup.train_data, cfg.batch_size, augment=augment, seed=cfg.seed, **kw)
+        self.val_loader = None if setup.val_data is None else SplitLoader(setup.val_data, cfg.batch_size, **kw)
+        self.channels_last = cfg.channels_last and cfg.features is None  # image models only
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.scheduler.split_batches = True  # the scheduler steps once per optimizer step (not once per process)
+        self.ema = _create_ema(accelerator, self.model, cfg)
+        self.evaluated = self.model if self.ema is None else self.ema.module  # validated, checked and saved
 
-    step, batch_in_epoch, first_epoch = 0, 0, 0
-    if cfg.resume:
-        resume_from = _latest(run_dir)
-        if resume_from is not None:
-            state = json.loads((resume_from / "trainer.json").read_text())
-            if int(state.get("processes", world)) != world:  # an epoch's shares depend on the process count
-                raise ValueError(
-                    f"--resume: {resume_from} was written by {state['processes']} process(es), this run has "
-                    f"{world}; resume with the same number of processes"
-                )
-            accelerator.load_state(str(resume_from))
-            step = int(state["step"])
-            first_epoch, batch_in_epoch = divmod(int(state["batches"]), batches_per_epoch)
+        self.continual = None
+        if setup.init_meta is not None and setup.val_data is not None:
+            old_n = int(setup.init_meta["n_classes"])
+            before = _old_class_accuracy(accelerator, self.model, setup.centers, setup.val_data, old_n, cfg)
+            self.continual = {"old_classes": old_n, "old_class_top1_before": before}
+        self.step, batches = read_checkpoint(accelerator, run_dir) if cfg.resume else (0, 0)
+        self.first_epoch, self.batch_in_epoch = divmod(batches, self.batches_per_epoch)
+        self.final: dict[str, Any] = {}
+        self.seen, self.start = 0, time.perf_counter()
 
-    metrics = _Metrics(accelerator, run_dir, cfg)
-    final: dict[str, Any] = {}
-    start = time.perf_counter()
-    seen = 0
-    try:
-        done = first_epoch * batches_per_epoch + batch_in_epoch
-        with progress_bar(
-            "train", batches_per_epoch * cfg.epochs, disable=cfg.quiet or not main, initial=done
-        ) as advance:
-            for epoch in range(first_epoch, cfg.epochs):
-                order = _epoch_order(len(train_data), cfg.seed, epoch, rank, world)
-                order = order[batch_in_epoch * cfg.batch_size :]
-                model.train()
-                running, n_run = 0.0, 0
-                for x, y_cpu, _ in train_loader(order, epoch):
-                    x, y = x.to(accelerator.device, non_blocking=True), y_cpu.to(accelerator.device, non_blocking=True)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    group_start = batch_in_epoch - batch_in_epoch % cfg.grad_accum
-                    group = min(cfg.grad_accum, batches_per_epoch - group_start)  # the last group may be shorter
-                    batch_in_epoch += 1
-                    sync = batch_in_epoch - group_start == group
-                    with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                        loss = _loss(model, x, y, y_cpu, centers, loss_fn, cfg, mix)
-                        accelerator.backward(loss / group)
-                    seen += len(y) * world
-                    running, n_run = running + loss.detach(), n_run + 1  # on the device: no sync per batch
-                    shown = None
-                    if sync:
-                        if cfg.clip_grad is not None:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
-                        step += 1
-                        if ema is not None:
-                            ema.update(unwrap(accelerator, model), step=step)
-                        if cfg.log_every and step % cfg.log_every == 0:
-                            shown = float(running / n_run)
-                            metrics.log(
-                                step=step,
-                                epoch=epoch,
-                                loss=shown,
-                                lr=scheduler.get_last_lr()[0],
-                                samples_per_s=seen / (time.perf_counter() - start),
-                            )
-                        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                            bn_stats.update(accelerator, evaluated, step)
-                            _save(accelerator, run_dir, step, epoch * batches_per_epoch + batch_in_epoch, cfg)
-                        if step == _CRASH_AT_STEP:  # tests: die like a killed process, no cleanup
-                            os._exit(137)
-                    advance(len(y), loss=shown, epoch=f"{epoch + 1}/{cfg.epochs}")
-                batch_in_epoch = 0
-                bn_stats.update(accelerator, evaluated, step)  # what is validated and saved is the eval-mode model
-                if val_data is not None:
-                    final = evaluate_model(accelerator, evaluated, centers, val_loader, objective=cfg.objective)
-                    metrics.log(
-                        step=step,
-                        epoch=epoch + 1,
-                        train_loss=float(running / max(1, n_run)),
-                        **{f"val_{k}": v for k, v in final.items()},
-                    )
-                if not cfg.checkpoint_every:
-                    _save(accelerator, run_dir, step, (epoch + 1) * batches_per_epoch, cfg)
-    finally:
-        metrics.close()
+    def fit(self) -> None:
+        cfg = self.cfg
+        self.log = RunLog(self.accelerator, self.run_dir, cfg.to_json(), bool(cfg.log_with))
+        done = self.first_epoch * self.batches_per_epoch + self.batch_in_epoch
+        hidden = cfg.quiet or not self.accelerator.is_main_process
+        try:
+            with progress_bar("train", self.batches_per_epoch * cfg.epochs, disable=hidden, initial=done) as advance:
+                for epoch in range(self.first_epoch, cfg.epochs):
+                    self._epoch(epoch, advance)
+                    self._end_epoch(epoch)
+        finally:
+            self.log.close()
 
-    bn_stats.update(accelerator, evaluated, step)  # a no-op unless resumed from the last checkpoint
-    if continual is not None:
-        continual["old_class_top1_after"] = _old_class_accuracy(
-            accelerator, evaluated, centers, val_data, continual["old_classes"], cfg
-        )
-    mode_check = None if bn_stats.data is None else _mode_check(accelerator, evaluated, centers, bn_stats.data, cfg)
-    unwrapped = unwrap(accelerator, evaluated)
-    if main:
-        meta |= {"steps": step, "final_metrics": final, "continual": continual}
-        meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if ema is not None else None
-        meta |= {"batchnorm": bn_stats.info | ({"mode_check": mode_check} if mode_check else {})}
-        save_run_model(run_dir, unwrapped, meta)
-    accelerator.wait_for_everyone()
-    return TrainResult(run_dir, step, final, continual, time.perf_counter() - start, mode_check)
+    def _epoch(self, epoch: int, advance) -> None:
+        cfg = self.cfg
+        order = _epoch_order(len(self.setup.train_data), cfg.seed, epoch, self.rank, self.world)
+        order = order[self.batch_in_epoch * cfg.batch_size :]
+        self.model.train()
+        self.running, self.n_run = 0.0, 0
+        for x, y_cpu, _ in self.train_loader(order, epoch):
+            shown = self._batch(x, y_cpu, epoch)
+            advance(len(y_cpu), loss=shown, epoch=f"{epoch + 1}/{cfg.epochs}")
+        self.batch_in_epoch = 0
+
+    def _batch(self, x: torch.Tensor, y_cpu: torch.Tensor, epoch: int) -> float | None:
+        """Forward and backward one batch; an optimizer step at the end of its accumulation group. Returns the
+        running loss when it was logged (the only host sync of the loop)."""
+        cfg, accelerator, device = self.cfg, self.accelerator, self.accelerator.device
+        x, y = x.to(device, non_blocking=True), y_cpu.to(device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        group_start = self.batch_in_epoch - self.batch_in_epoch % cfg.grad_accum
+        group = min(cfg.grad_accum, self.batches_per_epoch - group_start)  # the last group may be shorter
+        self.batch_in_epoch += 1
+        sync = self.batch_in_epoch - group_start == group
+        with contextlib.nullcontext() if sync else accelerator.no_sync(self.model):
+            s = self.setup
+            loss = _loss(self.model, x, y, y_cpu, s.centers, s.loss_fn, cfg, self.mix)
+            accelerator.backward(loss / group)
+        self.seen += len(y) * self.world
+        self.running, self.n_run = self.running + loss.detach(), self.n_run + 1  # on the device: no sync per batch
+        return self._step(epoch) if sync else None
+
+    def _step(self, epoch: int) -> float | None:
+        cfg = self.cfg
+        if cfg.clip_grad is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(unwrap(self.accelerator, self.model), step=self.step)
+        shown = None
+        if cfg.log_every and self.step % cfg.log_every == 0:
+            shown = float(self.running / self.n_run)
+            rate = self.seen / (time.perf_counter() - self.start)
+            lr = self.scheduler.get_last_lr()[0]
+            self.log.log(step=self.step, epoch=epoch, loss=shown, lr=lr, samples_per_s=rate)
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.bn_stats.update(self.accelerator, self.evaluated, self.step)
+            batches = epoch * self.batches_per_epoch + self.batch_in_epoch
+            save_checkpoint(self.accelerator, self.run_dir, self.step, batches, cfg.keep_checkpoints)
+        if self.step == _CRASH_AT_STEP:  # tests: die like a killed process, no cleanup
+            os._exit(137)
+        return shown
+
+    def _end_epoch(self, epoch: int) -> None:
+        """Validate and checkpoint what the run would save: statistics recomputed for the evaluated weights."""
+        cfg, s = self.cfg, self.setup
+        self.bn_stats.update(self.accelerator, self.evaluated, self.step)
+        if self.val_loader is not None:
+            self.final = evaluate_model(
+                self.accelerator, self.evaluated, s.centers, self.val_loader, objective=cfg.objective
+            )
+            val = {f"val_{k}": v for k, v in self.final.items()}
+            self.log.log(step=self.step, epoch=epoch + 1, train_loss=float(self.running / max(1, self.n_run)), **val)
+        if not cfg.checkpoint_every:
+            batches = (epoch + 1) * self.batches_per_epoch
+            save_checkpoint(self.accelerator, self.run_dir, self.step, batches, cfg.keep_checkpoints)
+
+    def finish(self) -> TrainResult:
+        """The end-of-run check (train vs eval mode) and ``model.safetensors`` + ``model.json``."""
+        cfg, s, accelerator, evaluated = self.cfg, self.setup, self.accelerator, self.evaluated
+        self.bn_stats.update(accelerator, evaluated, self.step)  # a no-op unless resumed from the last checkpoint
+        continual = self.continual
+        if continual is not None:
+            old = continual["old_classes"]
+            continual["old_class_top1_after"] = _old_class_accuracy(
+                accelerator, evaluated, s.centers, s.val_data, old, cfg
+            )
+        data = self.bn_stats.data
+        mode_check = None if data is None else _mode_check(accelerator, evaluated, s.centers, data, cfg)
+        if accelerator.is_main_process:
+            meta = s.meta | {"steps": self.step, "final_metrics": self.final, "continual": continual}
+            meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if self.ema is not None else None
+            meta["batchnorm"] = self.bn_stats.info | ({"mode_check": mode_check} if mode_check else {})
+            save_run_model(self.run_dir, unwrap(accelerator, evaluated), meta)
+        accelerator.wait_for_everyone()
+        seconds = time.perf_counter() - self.start
+        return TrainResult(self.run_dir, self.step, self.final, continual, seconds, mode_check)
 
 
 def _loss(model, x, y, y_cpu, centers: Centers | None, loss_fn, cfg: TrainConfig, mix=None) -> torch.Tensor:
@@ -641,39 +647,6 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
         raise FileExistsError(f"{run_dir} exists and is not empty: pass --overwrite, or --resume to continue it")
 
 
-def _create_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)  # --overwrite (checked before any work)
-    run_dir.mkdir(exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    return None
-
-
-def _latest(run_dir: Path) -> Path | None:
-    found = _checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def _save(accelerator, run_dir: Path, step: int, batches: int, cfg: TrainConfig) -> None:
-    """``save_state`` into ``checkpoints/step_N`` (written under a temporary name, renamed when complete)."""
-    final = run_dir / "checkpoints" / f"step_{step}"
-    tmp = run_dir / "checkpoints" / f".step_{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
-    if accelerator.is_main_process:
-        state = {"step": step, "batches": batches, "processes": accelerator.num_processes}
-        (tmp / "trainer.json").write_text(json.dumps(state) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in _checkpoints(run_dir)[: -cfg.keep_checkpoints] if cfg.keep_checkpoints > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def _check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
     """Every option checked before anything is created (one clear error, no run directory left behind); returns
     the augmentation and the mixup it describes."""
@@ -711,32 +684,6 @@ def _check_trackers(names: tuple[str, ...]) -> None:
             raise ValueError(f"--log-with {name!r}: not a tracker Accelerate knows ({', '.join(LOGGER_TYPE_TO_CLASS)})")
         if name != "all" and name not in installed:
             raise ValueError(f"--log-with {name}: the {name} package is not installed (pip install {name})")
-
-
-class _Metrics:
-    """``metrics.jsonl`` (main process) and the same numbers to Accelerate's trackers (``--log-with``, logging into
-    ``OUT/logs``), with the resolved configuration as their hyperparameters."""
-
-    def __init__(self, accelerator, run_dir: Path, cfg: TrainConfig) -> None:
-        self.accelerator, self.trackers = accelerator, bool(cfg.log_with)
-        self.file = (run_dir / "metrics.jsonl").open("a") if accelerator.is_main_process else None
-        if self.trackers:  # hyperparameters must be scalars for TensorBoard
-            config = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in cfg.to_json().items()}
-            accelerator.init_trackers("lscdistill", config=config)
-
-    def log(self, step: int, **values: Any) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps({"time": time.time(), "step": step, **values}) + "\n")
-            self.file.flush()
-        if self.trackers:  # Accelerate logs on the main process only
-            numbers = {k: v for k, v in values.items() if isinstance(v, int | float) and k != "step"}
-            self.accelerator.log(numbers, step=step)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.trackers:
-            self.accelerator.end_training()
 
 
 def _init_from(model: Student, old: Student, cfg: TrainConfig) -> None:

@@ -121,3 +121,17 @@ def test_trainloop_benchmark_compares_lscdistill_train_with_a_bare_loop(tmp_path
     figures = [h["figure"] for h in section["headlines"]]
     expected = [f"lscdistill train overhead over a bare loop ({v}, 0 workers)" for v in ("lsc-store", "lsc-system")]
     assert figures == expected
+
+
+def test_set_overrides_are_typed_by_the_config_fields():
+    from benchmarks.__main__ import parse_overrides
+
+    items = ["realdata.extra=--aug randaugment --mixup 0.2", "realdata.epochs=3", "trainloop.workers=0 1"]
+    got = parse_overrides(items)
+    assert got == {
+        "realdata": {"extra": ("--aug", "randaugment", "--mixup", "0.2"), "epochs": 3},
+        "trainloop": {"workers": (0, 1)},
+    }
+    for bad in ("nope.x=1", "realdata.nothing=1", "realdata.epochs"):
+        with pytest.raises(ValueError, match="--set"):
+            parse_overrides([bad])
