@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from .evaluate import evaluate_model
 from .losses import create_loss
 from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
+from .options import as_str, negative_is_none, opt
 from .progress import progress_bar
 from .rundir import RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
 from .runtime import create_accelerator
@@ -71,63 +72,117 @@ MODE_GAP_WARN = 0.02  # warn when eval mode is this much below train mode on tra
 
 @dataclass
 class TrainConfig:
-    """Everything ``lscdistill train`` needs (the CLI flags one to one)."""
+    """Everything ``lscdistill train`` needs; every field is a command-line option (its help is declared here)."""
 
-    out: Path
-    model: str | None = None  # timm name; default "mlp" for --features
-    model_kwargs: tuple[str, ...] = ()  # KEY=VALUE keyword arguments for timm.create_model (e.g. patch_size=4)
-    data: str | None = None
-    features: str | None = None
-    labels: str | None = None
-    val_data: str | None = None
-    val_features: str | None = None
-    val_labels: str | None = None
-    objective: str = "lsc"
-    centers: str | None = None  # store path; else a generated system
-    system: str = "an"
-    seed_system: int | None = 0  # the shuffle key of A_nr (None: unshuffled A_n)
-    interpolations: int = 0
-    projection: str | None = None
-    dim: int | None = None
-    hidden: int = 256  # MLP width for --features
-    n_classes: int | None = None  # default: from the data (or the centers store)
-    instance_labels: bool = False
-    loss: str = "cos"
-    radius: float = 1.0
-    lr: float | None = None  # default by objective: DEFAULT_LR
-    weight_decay: float = 1e-5
-    schedule: str | None = None  # default by objective: DEFAULT_SCHEDULE
-    warmup_steps: int | None = None  # default: WARMUP_FRACTION of the optimizer steps
-    epochs: int = 10
-    batch_size: int = 64  # per process
-    grad_accum: int = 1
-    precision: str = "no"
-    compile: bool = False  # torch.compile the model (Accelerate's dynamo_backend="inductor")
-    channels_last: bool = False  # channels-last memory format for the model and its image inputs
-    clip_grad: float | None = None  # clip the gradients' global L2 norm to this (None: no clipping)
-    img_size: int | None = None
-    aug: str = "none"  # none | light | randaugment | a timm auto_augment string (data.Augment)
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    re_prob: float = 0.0
-    mixup: float = 0.0  # Beta(a, a) of mixup on inputs, toward both samples' centers (lscdistill.mixup); 0: off
-    cutmix: float = 0.0  # Beta(a, a) of CutMix (images); 0: off
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    mixup_mode: str = "batch"
-    log_with: tuple[str, ...] = ()  # Accelerate trackers (tensorboard, wandb, ...; "all"), logging into OUT/logs
-    ema_decay: float = 0.0  # > 0: EMA of the weights (timm ModelEmaV3, warmup on), validated and saved; 0: off
-    workers: int | None = None  # DataLoader workers (None: data.default_workers)
-    seed: int = 0
-    cpu: bool = False
-    log_every: int = 10
-    checkpoint_every: int = 0  # optimizer steps; 0: at the end of every epoch
-    keep_checkpoints: int = 2
-    bn_batches: int = 32  # training batches to recompute BatchNorm statistics from (0: keep the running averages)
-    resume: bool = False
-    init_from: str | None = None
-    overwrite: bool = False
-    quiet: bool = False
+    out: Path = opt(MISSING, "Run directory to create (or continue with --resume).", "--out", "-o")  # noqa: RUF009
+    model: str | None = opt(None, "timm model name (default for --features: a small MLP).", "--model", "-m")
+    model_kwargs: tuple[str, ...] = opt(
+        (),
+        "KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py (e.g. --model-kwargs "
+        "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
+        cli_type=list[str] | None,
+    )
+    data: str | None = opt(None, "'digits', 'digits:train', 'digits:val' (fixed 80/20 split) or an ImageFolder dir.")
+    features: str | None = opt(None, "Precomputed features X.npy or X.h5[:name].")
+    labels: str | None = opt(None, "Integer labels .npy for --features.")
+    val_data: str | None = opt(None, "Validation images, e.g. digits:val.")
+    val_features: str | None = opt(None, "Validation features.")
+    val_labels: str | None = opt(None, "Validation labels .npy.")
+    objective: str = opt("lsc", "lsc: toward fixed centers; ce: linear head + cross-entropy.")
+    centers: str | None = opt(
+        None, "Centers store (class means from extract, or snapped).", cli_type=Path | None, to_config=as_str
+    )
+    system: str = opt("an", "Generated centers when no --centers: an, anp, v21...")
+    seed_system: int | None = opt(
+        0, "Shuffle key of the system (A_nr); -1: unshuffled.", "--system-seed", to_config=negative_is_none
+    )
+    interpolations: int = opt(0, "Interpolation levels.", min=0)
+    projection: str | None = opt(None, "drop_last or orthonormal (an/anp).")
+    dim: int | None = opt(
+        None,
+        "Embedding size: LSC students end in a linear projection from the model's width to it (default: the centers "
+        "store's n_dim, else the model's width).",
+        min=1,
+    )
+    hidden: int = opt(256, "MLP width for --features.", min=1)
+    n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
+    instance_labels: bool = opt(False, "Every sample is its own class (paper §5.3).")
+    loss: str = opt("cos", "cos (eq. 11), dist (eqs. 6-7) or cos+dist.")
+    radius: float = opt(1.0, "Cluster radius r_c of eq. 7 (dist losses).")
+    lr: float | None = opt(None, "AdamW learning rate (default: 3e-3 for lsc, 1e-3 for ce; the paper's: 1e-4).")
+    weight_decay: float = opt(1e-05, "AdamW weight decay (paper: 1e-5).")
+    schedule: str | None = opt(
+        None,
+        "After the warmup: constant, cosine (decay to 0 over all steps) or wsd (constant, then a cosine decay to 0 "
+        "over the last 20% of the steps) (default: wsd for lsc, cosine for ce).",
+    )
+    warmup_steps: int | None = opt(None, "Linear warmup steps (default: 5% of all steps).", min=0)
+    epochs: int = opt(10, "Passes over the training data.", "--epochs", "-e", min=1)
+    batch_size: int = opt(64, "Samples per batch per process.", "--batch-size", "-b", min=1)
+    grad_accum: int = opt(1, "Batches per optimizer step.", min=1)
+    precision: str = opt("no", "Mixed precision: no, fp16, bf16.")
+    compile: bool = opt(False, "torch.compile the model (Accelerate's inductor backend).")
+    channels_last: bool = opt(False, "Channels-last memory format (faster convolutions on GPUs).")
+    clip_grad: float | None = opt(None, "Clip the gradients' global L2 norm to this value.")
+    img_size: int | None = opt(None, "Input size (default: model's; digits 32).")
+    aug: str = opt(
+        "none",
+        "Training augmentation (timm's transforms): none; light (random resized crop, flip, color jitter; digits: "
+        "random shifts); randaugment (light + rand-m9-mstd0.5-inc1); or a timm auto_augment string (rand-m7-n3, "
+        "augmix-m5, original, trivial...). Seeded per sample: the same with any --workers.",
+    )
+    hflip: float = opt(0.5, "Horizontal flip probability under --aug.", min=0.0, max=1.0)
+    color_jitter: float = opt(0.4, "Color jitter strength under --aug (timm's).", min=0.0)
+    re_prob: float = opt(0.0, "Random erasing probability under --aug.", min=0.0, max=1.0)
+    mixup: float = opt(
+        0.0,
+        "Mixup alpha (timm's Mixup on the inputs; the target is the lambda-weighted pair of the two samples' centers, "
+        "nothing of size n_classes); 0: off. E.g. 0.2.",
+        min=0.0,
+    )
+    cutmix: float = opt(0.0, "CutMix alpha (images); 0: off. E.g. 1.0.", min=0.0)
+    mixup_prob: float = opt(1.0, "Probability of mixing a batch.", min=0.0, max=1.0)
+    mixup_switch_prob: float = opt(0.5, "Probability of CutMix when both are on.", min=0.0, max=1.0)
+    mixup_mode: str = opt("batch", "batch, pair or elem: one lambda per batch, pair or sample (timm's).")
+    log_with: tuple[str, ...] = opt(
+        (),
+        "Also log to an experiment tracker through Accelerate, repeatable: tensorboard (pip install tensorboard, or "
+        "lscdistill[tensorboard]), wandb, mlflow, ... or all; logs go to OUT/logs. metrics.jsonl is written either "
+        "way.",
+        cli_type=list[str] | None,
+    )
+    ema_decay: float = opt(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay (timm's ModelEmaV3, with warmup: min(decay,"
+        " 1 - step^(-2/3))), validate and save it instead of the raw weights; 0: off. E.g. 0.999 for a few thousand "
+        "steps, 0.9998 for long runs.",
+    )
+    workers: int | None = opt(
+        None,
+        "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
+        "results do not depend on it.",
+        "--workers",
+        "-j",
+        min=0,
+    )
+    seed: int = opt(0, "Initialization, shuffling and augmentation seed.")
+    cpu: bool = opt(False, "Run on the CPU even if a GPU is present.")
+    log_every: int = opt(10, "Log the loss every N steps.", min=0)
+    checkpoint_every: int = opt(0, "Save state every N steps (0: every epoch).", min=0)
+    keep_checkpoints: int = opt(2, "Checkpoints kept.", min=1)
+    bn_batches: int = opt(
+        32,
+        "BatchNorm models: recompute the BatchNorm statistics with the current weights from this many unaugmented "
+        "training batches before every validation, checkpoint and the final save (0: keep the running averages, which "
+        "can be stale: see docs/training.md).",
+        min=0,
+    )
+    resume: bool = opt(False, "Continue the run in --out from its last checkpoint.")
+    init_from: str | None = opt(
+        None, "Start from a finished run's weights (continual learning).", cli_type=Path | None, to_config=as_str
+    )
+    overwrite: bool = opt(False, "Replace an existing run directory.")
+    quiet: bool = opt(False, "No progress bar or summary.", "--quiet", "-q")
 
     def to_json(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:

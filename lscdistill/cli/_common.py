@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-__all__ = ["JsonOpt", "err_console", "handle_errors", "out_console", "parse_floats", "parse_shard"]
+__all__ = [
+    "JsonOpt",
+    "config_command",
+    "err_console",
+    "handle_errors",
+    "out_console",
+    "parse_floats",
+    "parse_shard",
+]
 
 out_console = Console()  # results (stdout)
 err_console = Console(stderr=True)  # progress, diagnostics, errors (stderr)
@@ -77,3 +88,57 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise typer.BadParameter(f"--shard {text}: need 0 <= I < N")
     return i, n
+
+
+# ------------------------------------------------------------------------------------ options from a config
+def _parameters(config: type) -> list[inspect.Parameter]:
+    """One Typer option per field of ``config`` that declares one (``lscdistill.options.opt``)."""
+    hints = typing.get_type_hints(config)
+    params = []
+    for f in dataclasses.fields(config):
+        cli = f.metadata.get("cli")
+        if cli is None:
+            continue
+        bounds = {k: v for k in ("min", "max") if (v := getattr(cli, k)) is not None}
+        option = typer.Option(*(cli.flags or (f"--{f.name.replace('_', '-')}",)), help=cli.help, **bounds)
+        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        default = None if isinstance(default, tuple) else default  # repeatable options start empty
+        kind = inspect.Parameter.KEYWORD_ONLY
+        annotation = Annotated[cli.cli_type or hints[f.name], option]
+        params.append(inspect.Parameter(f.name, kind, default=default, annotation=annotation))
+    return params
+
+
+def config_from_options(config: type, values: dict[str, Any]) -> Any:
+    """The config dataclass from parsed option values, each converted as its field declares."""
+    kwargs = {}
+    for f in dataclasses.fields(config):
+        if f.name not in values:
+            continue
+        value, cli = values[f.name], f.metadata.get("cli")
+        if cli is not None and cli.to_config is not None:
+            value = cli.to_config(value)
+        elif isinstance(f.default, tuple):
+            value = tuple(value or ())
+        kwargs[f.name] = value
+    return config(**kwargs)
+
+
+def config_command(config: type) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
+    """Decorator: a command ``body(cfg)`` becomes a Typer command whose options are ``config``'s fields, with the
+    help declared on them (one declaration per flag: the dataclass), and whose ``--help`` text is the body's
+    docstring; known errors become one line (:func:`handle_errors`)."""
+
+    def decorate(body: Callable[[Any], None]) -> Callable[..., None]:
+        params = _parameters(config)
+
+        def command(**values: Any) -> None:
+            return body(config_from_options(config, values))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__name__, command.__qualname__, command.__doc__ = body.__name__, body.__qualname__, body.__doc__
+        command.__module__ = body.__module__
+        return handle_errors(command)
+
+    return decorate

@@ -197,8 +197,9 @@ def _cli_help(command: Any) -> dict[str, str]:
 
 
 def field_docs(kind: str) -> dict[str, str]:
-    """Meaning of every field of a step type: the help of the CLI flag that sets it, else the comment beside the
-    dataclass field. Flags that are fields too (``--val-data``) are written as fields (``val_data``)."""
+    """Meaning of every field of a step type: the help declared on the field, else the help of the CLI flag that
+    sets it, else the comment beside the dataclass field. Flags that are fields too (``--val-data``) are written
+    as fields (``val_data``)."""
     from ..recipes import STEP_CONFIGS
 
     cls = STEP_CONFIGS[kind]
@@ -211,7 +212,9 @@ def field_docs(kind: str) -> dict[str, str]:
 
     docs = {}
     for f in dataclasses.fields(cls):
-        text = _YAML_DOCS.get((kind, f.name)) or helps.get(f.name) or comments.get(f.name, "")
+        declared = f.metadata.get("cli")  # lscdistill.options.opt: the help declared on the field itself
+        text = _YAML_DOCS.get((kind, f.name)) or (declared and declared.help) or helps.get(f.name)
+        text = text or comments.get(f.name, "")
         docs[f.name] = re.sub(r"--([a-z][a-z0-9-]*)", as_field, text)
     return docs
 

@@ -1,0 +1,50 @@
+"""Command options declared once: each field of a command's config dataclass carries its help text and, where the
+command line differs from the field, its flags, bounds and conversion.
+
+The Typer command (``lscdistill.cli._common.config_command``), ``--help``, docs/cli.md and the recipe field docs are
+all derived from these declarations, so a flag's meaning is written in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cli", "as_str", "negative_is_none", "opt"]
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How a config field appears on the command line.
+
+    Args:
+        help: what the option means (``--help``, docs/cli.md, docs/recipes.md).
+        flags: option names (default: ``--field-name``), e.g. ``("--model", "-m")``.
+        min, max: bounds the command line checks (Typer's ``min``/``max``).
+        cli_type: the type the command line parses when it differs from the field's (a ``Path`` for a ``str``
+            field; tuple fields are parsed as repeatable options).
+        to_config: the parsed value -> the field's value (tuple fields: ``tuple(value or ())``).
+    """
+
+    help: str
+    flags: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    cli_type: Any = None
+    to_config: Callable[[Any], Any] | None = None
+
+
+def opt(default: Any, help: str, *flags: str, **cli: Any) -> Any:
+    """A dataclass field with its command-line description (``default=MISSING``: a required option)."""
+    kwargs = {} if default is MISSING else {"default": default}
+    return field(**kwargs, metadata={"cli": Cli(help, flags, **cli)})
+
+
+def as_str(value: Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def negative_is_none(value: int | None) -> int | None:
+    return None if value is not None and value < 0 else value
