@@ -9,7 +9,7 @@ main process block by block before the one store is written.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from .data import (
     select_indices,
 )
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
+from .options import as_str, opt
 from .progress import progress_bar
 from .runtime import create_accelerator
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
@@ -35,32 +36,50 @@ __all__ = ["ExtractConfig", "ExtractResult", "run_extract"]
 
 @dataclass
 class ExtractConfig:
-    """Everything ``lscdistill extract`` needs (the CLI flags one to one)."""
+    """Everything ``lscdistill extract`` needs; every field but ``command`` is a command-line option."""
 
-    out: Path
-    data: str | None = None  # "digits" or an ImageFolder directory (needs a teacher)
-    features: str | None = None  # precomputed embeddings .npy / .h5[:name] (no teacher)
-    labels: str | None = None  # labels .npy for --features
-    teacher: str | None = None  # timm model name
-    model_kwargs: tuple[str, ...] = ()  # KEY=VALUE keyword arguments for timm.create_model
-    checkpoint: str | None = None  # .pt/.pth/.safetensors or a run directory
-    img_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    normalize: bool = False  # average unit-normalized embeddings instead of raw ones
-    batch_size: int = 256
-    workers: int | None = None  # DataLoader workers (None: default_workers for the device)
-    limit_per_class: int | None = None
-    n_classes: int | None = None  # default: largest label + 1 (features) or the dataset's classes
-    shard: tuple[int, int] = (0, 1)  # process only shard i of n (separate runs; merge the partial stores)
-    partial: bool = False  # write a mergeable partial store (sums + counts)
-    keep_sums: bool = False  # keep float64 sums in a means store (mergeable)
-    overwrite: bool = False
-    precision: str = "no"  # accelerate mixed precision for the teacher pass: no, fp16, bf16
-    cpu: bool = False  # run on the CPU even if a GPU is present
-    seed: int = 0  # initializes a teacher that has no checkpoint (reproducible random features)
-    quiet: bool = False
-    command: str | None = None  # recorded in the provenance
+    out: Path = opt(MISSING, "Store to write (HDF5), e.g. means.h5.", "--out", "-o")  # noqa: RUF009
+    data: str | None = opt(None, "'digits' (scikit-learn's 1,797 8x8 digits) or an ImageFolder dir.")
+    teacher: str | None = opt(None, "timm model name of the teacher.")
+    model_kwargs: tuple[str, ...] = opt(
+        (),
+        "KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py (e.g. --model-kwargs "
+        "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
+        cli_type=list[str] | None,
+    )
+    checkpoint: str | None = opt(
+        None, "Teacher weights: .pt/.pth/.safetensors or a run directory.", cli_type=Path | None, to_config=as_str
+    )
+    features: str | None = opt(None, "Precomputed embeddings instead of a teacher: X.npy or X.h5[:name].")
+    labels: str | None = opt(None, "Integer labels .npy for --features.", cli_type=Path | None, to_config=as_str)
+    img_size: int | None = opt(None, "Input size (default: the model's; digits 32).")
+    mean: tuple[float, ...] | None = opt(None, "Normalization mean, e.g. 0.485,0.456,0.406.", cli_type=str | None)
+    std: tuple[float, ...] | None = opt(None, "Normalization std, e.g. 0.229,0.224,0.225.", cli_type=str | None)
+    normalize: bool = opt(
+        False, "Average unit-normalized embeddings (default: raw, the paper's CEembs).", "--normalize/--raw"
+    )
+    batch_size: int = opt(256, "Samples per batch.", "--batch-size", "-b", min=1)
+    workers: int | None = opt(
+        None,
+        "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
+        "results do not depend on it.",
+        "--workers",
+        "-j",
+        min=0,
+    )
+    limit_per_class: int | None = opt(None, "Use at most the first N samples of each class.", min=1)
+    n_classes: int | None = opt(None, "Number of classes (default: from data).", min=1)
+    shard: tuple[int, int] = opt(
+        (0, 1), "Process only shard I/N of the samples (then merge).", cli_type=str, cli_default="0/1"
+    )
+    partial: bool = opt(False, "Write a mergeable partial store (sums + counts).")
+    keep_sums: bool = opt(False, "Keep float64 sums in the means store (mergeable).")
+    precision: str = opt("no", "Teacher pass precision: no, fp16, bf16.")
+    cpu: bool = opt(False, "Run on the CPU even if a GPU is present.")
+    seed: int = opt(0, "Initialization of a teacher without --checkpoint.")
+    overwrite: bool = opt(False, "Replace an existing output store.")
+    quiet: bool = opt(False, "No progress bar or summary.", "--quiet", "-q")
+    command: str | None = None  # the command line, recorded in the store's provenance
 
 
 @dataclass

@@ -25,7 +25,9 @@ class Cli:
         min, max: bounds the command line checks (Typer's ``min``/``max``).
         cli_type: the type the command line parses when it differs from the field's (a ``Path`` for a ``str``
             field; tuple fields are parsed as repeatable options).
-        to_config: the parsed value -> the field's value (tuple fields: ``tuple(value or ())``).
+        cli_default: the command line's default when it is spelled differently from the field's (``"0/1"`` for
+            ``(0, 1)``).
+        to_config: the parsed value -> the field's value (repeatable options: ``tuple(value or ())``).
     """
 
     help: str
@@ -33,6 +35,7 @@ class Cli:
     min: float | None = None
     max: float | None = None
     cli_type: Any = None
+    cli_default: Any = ...  # ...: the field's own default
     to_config: Callable[[Any], Any] | None = None
 
 

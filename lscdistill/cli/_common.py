@@ -37,15 +37,6 @@ Workers = Annotated[
         "process)); results do not depend on it.",
     ),
 ]
-ModelKwargs = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--model-kwargs",
-        help="KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py "
-        "(e.g. --model-kwargs patch_size=4 for a ViT at 32 px); a run records it in model.json.",
-    ),
-]
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: errors that mean "bad input": shown as one red line (set LSCDISTILL_DEBUG=1 for the traceback)
@@ -101,7 +92,8 @@ def _parameters(config: type) -> list[inspect.Parameter]:
             continue
         bounds = {k: v for k in ("min", "max") if (v := getattr(cli, k)) is not None}
         option = typer.Option(*(cli.flags or (f"--{f.name.replace('_', '-')}",)), help=cli.help, **bounds)
-        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        default = f.default if cli.cli_default is ... else cli.cli_default
+        default = inspect.Parameter.empty if default is dataclasses.MISSING else default
         default = None if isinstance(default, tuple) else default  # repeatable options start empty
         kind = inspect.Parameter.KEYWORD_ONLY
         annotation = Annotated[cli.cli_type or hints[f.name], option]
@@ -109,14 +101,17 @@ def _parameters(config: type) -> list[inspect.Parameter]:
     return params
 
 
-def config_from_options(config: type, values: dict[str, Any]) -> Any:
-    """The config dataclass from parsed option values, each converted as its field declares."""
-    kwargs = {}
+def config_from_options(config: type, values: dict[str, Any], converters: dict[str, Callable] | None = None) -> Any:
+    """The config dataclass from parsed option values, each converted as its field declares (or as ``converters``
+    says: command-line syntax such as ``--shard I/N`` that the library does not know)."""
+    kwargs, converters = {}, converters or {}
     for f in dataclasses.fields(config):
         if f.name not in values:
             continue
         value, cli = values[f.name], f.metadata.get("cli")
-        if cli is not None and cli.to_config is not None:
+        if f.name in converters:
+            value = converters[f.name](value)
+        elif cli is not None and cli.to_config is not None:
             value = cli.to_config(value)
         elif isinstance(f.default, tuple):
             value = tuple(value or ())
@@ -124,16 +119,17 @@ def config_from_options(config: type, values: dict[str, Any]) -> Any:
     return config(**kwargs)
 
 
-def config_command(config: type) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
+def config_command(config: type, **converters: Callable) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
     """Decorator: a command ``body(cfg)`` becomes a Typer command whose options are ``config``'s fields, with the
     help declared on them (one declaration per flag: the dataclass), and whose ``--help`` text is the body's
-    docstring; known errors become one line (:func:`handle_errors`)."""
+    docstring; known errors become one line (:func:`handle_errors`). ``converters``: field name -> function of
+    the parsed text, for command-line syntax (a ``typer.BadParameter`` it raises is a usage error)."""
 
     def decorate(body: Callable[[Any], None]) -> Callable[..., None]:
         params = _parameters(config)
 
         def command(**values: Any) -> None:
-            return body(config_from_options(config, values))
+            return body(config_from_options(config, values, converters))
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
