@@ -385,7 +385,7 @@ def _run_train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> TrainResult:
     accelerator = create_accelerator(
         cfg.precision,
         cfg.cpu,
-        dynamo_backend="inductor" if cfg.compile else None,
+        dynamo_plugin=_compile_plugin(cfg.compile),
         log_with=list(cfg.log_with) or None,
         project_dir=str(run_dir / "logs") if cfg.log_with else None,
     )
@@ -677,6 +677,18 @@ def _loss(model, x, y, y_cpu, centers: Centers | None, loss_fn, cfg: TrainConfig
         return loss_fn(out, c, **kw)
     flipped = {k: v[partner] for k, v in kw.items()}
     return loss_fn(out, c, weight=lam, **kw) + loss_fn(out, c[partner], weight=1 - lam, **flipped)
+
+
+def _compile_plugin(compile_model: bool):
+    """``--compile``: Accelerate's torch.compile with inductor and static shapes. With automatic dynamic shapes an
+    epoch's shorter last batch recompiles the graph as dynamic, whose kernels round differently from the static
+    ones a resumed run compiles first: the resumed run would drift from the uninterrupted one (measured: 2e-3 in
+    the weights after 2 epochs). Static shapes compile one graph per batch size, the same in both."""
+    if not compile_model:
+        return None
+    from accelerate.utils import TorchDynamoPlugin
+
+    return TorchDynamoPlugin(backend="inductor", dynamic=False)
 
 
 def _create_ema(accelerator, model, cfg: TrainConfig):
