@@ -39,6 +39,7 @@ __all__ = [
 DIGITS = "digits"
 DIGITS_IMG_SIZE = 32  # digits are 8x8: upsampling to a model's 224 adds compute, not information
 DIGITS_SPLITS = ("train", "val")
+DIGITS_CROP_SCALE = (0.5, 1.0)  # random resized crops of the 8x8 digits keep at least half the area
 DIGITS_VAL_FRACTION = 0.2  # digits:val is a fixed stratified 20% (seeded), digits:train the other 80%
 
 
@@ -112,14 +113,16 @@ class Augment(NamedTuple):
     ``policy``: ``none``; ``light`` (image files: timm's training transform, random resized crop + flip + color
     jitter; digits: random shifts of up to 1/8 of the image); ``randaugment`` (``light`` plus timm's
     ``rand-m9-mstd0.5-inc1``); or any timm ``auto_augment`` string (``rand-m7-n3``, ``augmix-m5``, ``original``,
-    ``3a``, ``trivial``...). ``hflip``, ``color_jitter`` and ``re_prob`` (random erasing) are timm's arguments of
-    the same names (digits under ``light`` take only shifts).
+    ``3a``, ``trivial``...). ``hflip``, ``color_jitter``, ``re_prob`` (random erasing) and ``scale`` (the random
+    resized crop's area range) are timm's arguments of the same names (digits under ``light`` take only shifts).
+    ``scale=None``: timm's ``(0.08, 1.0)`` for image files, ``(0.5, 1.0)`` for the 8x8 digits.
     """
 
     policy: str = "none"
     hflip: float = 0.5
     color_jitter: float = 0.4
     re_prob: float = 0.0
+    scale: tuple[float, float] | None = None
 
     @property
     def active(self) -> bool:
@@ -142,6 +145,8 @@ class Augment(NamedTuple):
                 )
         if self.color_jitter < 0:
             raise ValueError(f"--color-jitter must be >= 0, got {self.color_jitter}")
+        if self.scale is not None and not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise ValueError(f"--scale must be two area fractions 0 < MIN <= MAX <= 1, got {self.scale}")
         if self.auto_augment is not None:
             from timm.data import create_transform
 
@@ -361,7 +366,7 @@ class ImageData(LabeledData):
             return lambda x: (x - mean) / std
         if augment.policy == "light":
             return lambda x: (_random_shift(x, max(1, p.img_size // 8)) - mean) / std
-        timm_transform = self._timm_transform(augment, scale=(0.5, 1.0))
+        timm_transform = self._timm_transform(augment, default_scale=DIGITS_CROP_SCALE)
         return lambda x: timm_transform(_to_pil(x))
 
     def _read_file(self, i: int):
@@ -373,7 +378,7 @@ class ImageData(LabeledData):
         except Exception as exc:
             raise ValueError(f"cannot read image {self._reader.filename(i)}: {exc}") from None
 
-    def _timm_transform(self, augment: Augment, scale: tuple[float, float] | None = None):
+    def _timm_transform(self, augment: Augment, default_scale: tuple[float, float] | None = None):
         from timm.data import create_transform
 
         p = self.preprocess
@@ -385,7 +390,7 @@ class ImageData(LabeledData):
         return create_transform(
             **kwargs,
             is_training=True,
-            scale=scale,
+            scale=augment.scale or default_scale,
             hflip=augment.hflip,
             color_jitter=augment.color_jitter,
             auto_augment=augment.auto_augment,

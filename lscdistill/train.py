@@ -134,6 +134,11 @@ class TrainConfig:
     hflip: float = opt(0.5, "Horizontal flip probability under --aug.", min=0.0, max=1.0)
     color_jitter: float = opt(0.4, "Color jitter strength under --aug (timm's).", min=0.0)
     re_prob: float = opt(0.0, "Random erasing probability under --aug.", min=0.0, max=1.0)
+    scale: tuple[float, float] | None = opt(
+        None,
+        "Area range of the random resized crop under --aug, e.g. 0.5 1.0 (default: timm's 0.08 1.0 for image files, "
+        "0.5 1.0 for digits; small images lose their content in timm's smallest crops).",
+    )
     mixup: float = opt(
         0.0,
         "Mixup alpha (timm's Mixup on the inputs; the target is the lambda-weighted pair of the two samples' centers, "
@@ -733,7 +738,7 @@ def _check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
     _check_trackers(cfg.log_with)
-    augment = Augment(cfg.aug, cfg.hflip, cfg.color_jitter, cfg.re_prob).check()
+    augment = Augment(cfg.aug, cfg.hflip, cfg.color_jitter, cfg.re_prob, cfg.scale).check()
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return augment, None
     if cfg.cutmix > 0 and cfg.features is not None:

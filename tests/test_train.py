@@ -308,6 +308,7 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         "infinite radius": ([*args, "--radius", "inf"], "--radius must be a finite number >= 0, got inf"),
         "zero clip": ([*args, "--clip-grad", "0"], "--clip-grad must be a finite number > 0, got 0.0"),
         "fp8": ([*args, "--precision", "fp8"], "--precision must be one of no, fp16, bf16, got 'fp8'"),
+        "crop scale": ([*args, "--scale", "0.5", "2"], "--scale must be two area fractions 0 < MIN <= MAX <= 1"),
         "model kwargs not KEY=VALUE": (
             ["--model", "test_vit", "--data", "digits", "--model-kwargs", "patch_size"],
             "expected KEY=VALUE",

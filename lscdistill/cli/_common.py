@@ -82,6 +82,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------ options from a config
+def _repeatable(tp: Any) -> bool:
+    """``list[...]`` or ``list[...] | None``: an option given any number of times."""
+    return typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in typing.get_args(tp))
+
+
 def _parameters(config: type) -> list[inspect.Parameter]:
     """One Typer option per field of ``config`` that declares one (``lscdistill.options.opt``)."""
     hints = typing.get_type_hints(config)
@@ -94,7 +99,8 @@ def _parameters(config: type) -> list[inspect.Parameter]:
         option = typer.Option(*(cli.flags or (f"--{f.name.replace('_', '-')}",)), help=cli.help, **bounds)
         default = f.default if cli.cli_default is ... else cli.cli_default
         default = inspect.Parameter.empty if default is dataclasses.MISSING else default
-        default = None if isinstance(default, tuple) else default  # repeatable options start empty
+        if _repeatable(cli.cli_type):
+            default = None  # repeatable options start empty
         kind = inspect.Parameter.KEYWORD_ONLY
         annotation = Annotated[cli.cli_type or hints[f.name], option]
         params.append(inspect.Parameter(f.name, kind, default=default, annotation=annotation))
@@ -113,7 +119,7 @@ def config_from_options(config: type, values: dict[str, Any], converters: dict[s
             value = converters[f.name](value)
         elif cli is not None and cli.to_config is not None:
             value = cli.to_config(value)
-        elif isinstance(f.default, tuple):
+        elif cli is not None and _repeatable(cli.cli_type):
             value = tuple(value or ())
         kwargs[f.name] = value
     return config(**kwargs)
