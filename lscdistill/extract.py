@@ -26,7 +26,7 @@ from .data import (
     select_indices,
 )
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
-from .options import as_str, opt
+from .options import as_str, opt, workers_option
 from .progress import progress_bar
 from .runtime import create_accelerator
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
@@ -59,14 +59,7 @@ class ExtractConfig:
         False, "Average unit-normalized embeddings (default: raw, the paper's CEembs).", "--normalize/--raw"
     )
     batch_size: int = opt(256, "Samples per batch.", "--batch-size", "-b", min=1)
-    workers: int | None = opt(
-        None,
-        "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
-        "results do not depend on it.",
-        "--workers",
-        "-j",
-        min=0,
-    )
+    workers: int | None = workers_option()
     limit_per_class: int | None = opt(None, "Use at most the first N samples of each class.", min=1)
     n_classes: int | None = opt(None, "Number of classes (default: from data).", min=1)
     shard: tuple[int, int] = opt(

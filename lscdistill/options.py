@@ -12,7 +12,12 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cli", "as_str", "negative_is_none", "opt"]
+__all__ = ["WORKERS_HELP", "Cli", "as_str", "negative_is_none", "opt", "workers_option"]
+
+WORKERS_HELP = (
+    "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
+    "results do not depend on it."
+)
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,8 @@ def as_str(value: Path | None) -> str | None:
 
 def negative_is_none(value: int | None) -> int | None:
     return None if value is not None and value < 0 else value
+
+
+def workers_option() -> Any:
+    """``--workers/-j``, the same for every command that reads data."""
+    return opt(None, WORKERS_HELP, "--workers", "-j", min=0)

@@ -46,7 +46,7 @@ from .evaluate import evaluate_model
 from .losses import create_loss
 from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
-from .options import as_str, negative_is_none, opt
+from .options import as_str, negative_is_none, opt, workers_option
 from .progress import progress_bar
 from .rundir import RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
 from .runtime import create_accelerator
@@ -162,14 +162,7 @@ class TrainConfig:
         " 1 - step^(-2/3))), validate and save it instead of the raw weights; 0: off. E.g. 0.999 for a few thousand "
         "steps, 0.9998 for long runs.",
     )
-    workers: int | None = opt(
-        None,
-        "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
-        "results do not depend on it.",
-        "--workers",
-        "-j",
-        min=0,
-    )
+    workers: int | None = workers_option()
     seed: int = opt(0, "Initialization, shuffling and augmentation seed.")
     cpu: bool = opt(False, "Run on the CPU even if a GPU is present.")
     log_every: int = opt(10, "Log the loss every N steps.", min=0)

@@ -13,6 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ..options import WORKERS_HELP
+
 __all__ = [
     "JsonOpt",
     "config_command",
@@ -27,16 +29,8 @@ out_console = Console()  # results (stdout)
 err_console = Console(stderr=True)  # progress, diagnostics, errors (stderr)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")]
-Workers = Annotated[
-    int | None,
-    typer.Option(
-        "--workers",
-        "-j",
-        min=0,
-        help="DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per "
-        "process)); results do not depend on it.",
-    ),
-]
+Workers = Annotated[int | None, typer.Option("--workers", "-j", min=0, help=WORKERS_HELP)]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: errors that mean "bad input": shown as one red line (set LSCDISTILL_DEBUG=1 for the traceback)
