@@ -5,9 +5,9 @@ Device memory does not depend on n_classes for LSC: each step gathers only the c
 process takes an equal, disjoint share of each epoch's shuffled samples (the at most ``world_size - 1`` left over
 samples of an epoch are skipped, different ones every epoch), so processes stay in lock-step.
 
-A run directory holds ``config.json`` (the resolved configuration), ``metrics.jsonl``, ``checkpoints/step_N``
-(Accelerate ``save_state``: model, optimizer, scheduler, RNG states, plus ``trainer.json``) and, at the end,
-``model.safetensors`` + ``model.json`` (self-describing: architecture, dim, centers, preprocessing).
+The run directory (config, metrics, checkpoints, the final ``model.safetensors`` + ``model.json``) is
+:mod:`lscdistill.rundir`'s; data, augmentation and loaders are :mod:`lscdistill.data`'s; mixup toward centers is
+:mod:`lscdistill.mixup`; every option is declared once on :class:`TrainConfig` (:mod:`lscdistill.options`).
 
 BatchNorm statistics are recomputed with the current weights (:mod:`lscdistill.batchnorm`, ``--bn-batches``)
 before every validation, checkpoint and the final save, so everything reported and saved is what the model does in
