@@ -213,17 +213,25 @@ class TableCenters(Centers):
         return self._scan(z, mode, self.table, "a table of centers has")
 
 
+TABLE_CACHE_BYTES = 512 * 1024 * 1024  # exact decoding keeps a store's table in memory up to this size
+
+
 class StoreCenters(Centers):
-    """Centers read from a store (class means or snapped centers) by rows: nothing of size n_classes is loaded.
+    """Centers read from a store (class means or snapped centers) by rows: training loads nothing of size n_classes.
 
     :meth:`gather` reads only the rows of a batch (through the store's chunk cache) and moves them to the labels'
-    device; :meth:`predict` is exact, a chunked brute-force scan of the store (host memory: one chunk).
+    device. :meth:`predict` is exact, a chunked brute-force scan: a table of at most ``table_cache_bytes`` (float32;
+    default 512 MiB, e.g. 1.3M classes x 96 dims) is read once and kept on the device of the embeddings, so
+    evaluating many batches reads the store once; a larger one is streamed from the store chunk by chunk for every
+    batch (memory: one chunk). **Memory that grows with n_classes**: that cached table, up to the cap.
     """
 
-    def __init__(self, store, *, chunk_size: int = 65536) -> None:
+    def __init__(self, store, *, chunk_size: int = 65536, table_cache_bytes: int = TABLE_CACHE_BYTES) -> None:
         if store.kind not in ("means", "snapped"):
             raise ValueError(f"{store.path} is a {store.kind!r} store: train on a 'means' or 'snapped' store")
         self.store, self.n_classes, self.n_dim, self.chunk_size = store, store.n_classes, store.n_dim, chunk_size
+        self.table_cache_bytes = table_cache_bytes
+        self._table: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"StoreCenters({self.store.path}, n_classes={self.n_classes}, n_dim={self.n_dim})"
@@ -232,10 +240,19 @@ class StoreCenters(Centers):
         return self.store.gather(self.check_labels(labels), dtype=dtype)
 
     def close(self) -> None:
+        self._table = None
         self.store.close()
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
-        return self._scan(z, mode, self.store, "class means have")
+        return self._scan(z, mode, self._rows(z.device), "class means have")
+
+    def _rows(self, device: torch.device):
+        """What exact decoding scans: the cached table on ``device`` when it fits the cap, else the store."""
+        if self.n_classes * self.n_dim * 4 > self.table_cache_bytes:
+            return self.store
+        if self._table is None or self._table.device != device:
+            self._table = torch.as_tensor(self.store[0 : self.n_classes], dtype=torch.float32).to(device)
+        return self._table
 
 
 def load_system(store) -> VectorSystem:

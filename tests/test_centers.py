@@ -199,3 +199,34 @@ def test_table_centers_gather_and_predict():
         centers.predict(table[:2], "fast")
     with pytest.raises(ValueError, match="NaN or Inf"):
         TableCenters(torch.full((3, 2), float("nan")))
+
+
+def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(tmp_path):
+    """The cached table and the streamed store give the same answers (and brute force's); with the cache the store
+    is read once for many batches, without it once per chunk per batch."""
+    import numpy as np
+
+    from lscdistill.centers import StoreCenters
+    from lscdistill.stores import StoreWriter, open_store
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(300, 12)).astype(np.float32)
+    with StoreWriter(tmp_path / "m.h5", kind="means", n_classes=300, n_dim=12, provenance={"test": 1}) as w:
+        w.write_rows(0, counts=np.ones(300, dtype=np.int64), centers=table)
+    batches = [torch.from_numpy(rng.normal(size=(17, 12)).astype(np.float32)) for _ in range(3)]
+    unit = torch.nn.functional.normalize(torch.from_numpy(table).double(), dim=1)
+    expected = [brute_nearest(z, unit) for z in batches]  # (cosine, index) in float64
+    for cap, reads_expected in ((10**9, 1), (0, 3 * 3)):  # 300 rows in chunks of 128: 3 reads per batch
+        with open_store(tmp_path / "m.h5") as store:
+            reads = []
+            original = type(store).__getitem__
+            type(store).__getitem__ = lambda self, item: reads.append(item) or original(self, item)
+            try:
+                centers = StoreCenters(store, chunk_size=128, table_cache_bytes=cap)
+                for z, (cos, idx) in zip(batches, expected, strict=True):
+                    p = centers.predict(z)
+                    assert torch.equal(p.labels, idx)
+                    torch.testing.assert_close(p.cosine.double(), cos, rtol=1e-5, atol=1e-6)
+            finally:
+                type(store).__getitem__ = original
+        assert len(reads) == reads_expected, (cap, reads)
