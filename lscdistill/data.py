@@ -199,7 +199,7 @@ def default_workers(accelerator, workers: int | None = None) -> int:
         return workers
     if accelerator.device.type == "cpu":
         return 0
-    local = max(1, int(getattr(accelerator.state, "num_processes", 1) or 1))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # processes on this machine (torchrun sets it)
     return min(MAX_DEFAULT_WORKERS, max(1, (os.cpu_count() or 1) // local))
 
 

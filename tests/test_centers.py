@@ -201,7 +201,7 @@ def test_table_centers_gather_and_predict():
         TableCenters(torch.full((3, 2), float("nan")))
 
 
-def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(tmp_path):
+def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(tmp_path, monkeypatch):
     """The cached table and the streamed store give the same answers (and brute force's); with the cache the store
     is read once for many batches, without it once per chunk per batch."""
     import numpy as np
@@ -218,15 +218,17 @@ def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(t
     expected = [brute_nearest(z, unit) for z in batches]  # (cosine, index) in float64
     for cap, reads_expected in ((10**9, 1), (0, 3 * 3)):  # 300 rows in chunks of 128: 3 reads per batch
         with open_store(tmp_path / "m.h5") as store:
-            reads = []
-            original = type(store).__getitem__
-            type(store).__getitem__ = lambda self, item: reads.append(item) or original(self, item)
-            try:
-                centers = StoreCenters(store, chunk_size=128, table_cache_bytes=cap)
-                for z, (cos, idx) in zip(batches, expected, strict=True):
-                    p = centers.predict(z)
-                    assert torch.equal(p.labels, idx)
-                    torch.testing.assert_close(p.cosine.double(), cos, rtol=1e-5, atol=1e-6)
-            finally:
-                type(store).__getitem__ = original
+            reads, original = [], type(store).__getitem__
+
+            def counted(self, item, reads=reads, original=original):
+                reads.append(item)
+                return original(self, item)
+
+            monkeypatch.setattr(type(store), "__getitem__", counted)
+            centers = StoreCenters(store, chunk_size=128, table_cache_bytes=cap)
+            for z, (cos, idx) in zip(batches, expected, strict=True):
+                p = centers.predict(z)
+                assert torch.equal(p.labels, idx)
+                torch.testing.assert_close(p.cosine.double(), cos, rtol=1e-5, atol=1e-6)
+            monkeypatch.undo()
         assert len(reads) == reads_expected, (cap, reads)

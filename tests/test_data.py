@@ -141,3 +141,17 @@ def test_randaugment_at_full_magnitude_runs_on_recent_pillow():
     data = load_images("digits:val", PRE)
     x = _all(SplitLoader(data, 32, augment=Augment("rand-m10-n3-mstd0-inc1"), seed=0), np.arange(96))[0]
     assert x.shape == (96, 3, 32, 32) and torch.isfinite(x).all()
+
+
+def test_default_workers_share_the_cores_of_a_gpu_machine(monkeypatch):
+    from types import SimpleNamespace
+
+    from lscdistill.data import MAX_DEFAULT_WORKERS, default_workers
+
+    cpu, gpu = (SimpleNamespace(device=torch.device(t)) for t in ("cpu", "cuda"))
+    monkeypatch.setattr("os.cpu_count", lambda: 12)
+    assert default_workers(cpu) == 0 and default_workers(cpu, 3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers(gpu) == 3  # 12 cores / 4 processes on this machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert default_workers(gpu) == MAX_DEFAULT_WORKERS
