@@ -132,9 +132,9 @@ def run_suite(
         seconds = time.perf_counter() - start
         payload["benchmarks"][name] = {"title": bench.title, "duration_s": seconds, **dataclasses.asdict(section)}
         console.print(section_table(name, payload["benchmarks"][name]))
-        console.print("  config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()))
+        console.print("  config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()), markup=False)
         for note in section.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {note}", markup=False)
         log.print(f"{name} done in {seconds:.0f} s")
     payload["duration_s"] = time.perf_counter() - begin
     payload["other_processes"] = _others(cpu_start, _cpu_seconds(), payload["duration_s"])
@@ -156,7 +156,7 @@ def run_suite(
         try:
             from .plot import plot_suite
         except ImportError:
-            console.print("plot skipped: matplotlib is not installed (pip install 'lscdistill[bench]')")
+            console.print("plot skipped: matplotlib is not installed (pip install 'lscdistill[bench]')", markup=False)
         else:
             payload["paths"].append(str(plot_suite(payload, path.with_suffix(".png"))))
     console.print(f"{len(names)} benchmark(s) in {payload['duration_s']:.0f} s; written: {', '.join(payload['paths'])}")

@@ -40,6 +40,13 @@ def test_bad_input_is_one_line_on_stderr_with_exit_1():
     assert result.exit_code == 2  # bad flag value: Click's usage error
 
 
+def test_error_text_in_square_brackets_is_printed_as_is(tmp_path):
+    """Rich markup would eat ``[bench]``: user and package text in messages is escaped."""
+    result = runner.invoke(app, ["extract", "--features", str(tmp_path / "x[bench].npy"), "--labels", "y.npy",
+                                 "--out", str(tmp_path / "m.h5")])  # fmt: skip
+    assert result.exit_code == 1 and "x[bench].npy does not exist" in result.stderr, result.stderr
+
+
 def test_console_script_entry_point_runs():
     out = subprocess.run(
         [sys.executable, "-c", "from lscdistill.cli import main; main()", "plan", "-n", "1000", "--json"],

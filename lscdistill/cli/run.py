@@ -64,7 +64,8 @@ def run_command(
         _print_plan(resolved, check_inputs(resolved), json_)
         return
     main = is_main_process()  # under accelerate launch / torchrun only rank 0 reports
-    results = run_recipe(resolved, log=(lambda line: err_console.print(line, highlight=False)) if main else None)
+    log = (lambda line: err_console.print(line, highlight=False, markup=False)) if main else None
+    results = run_recipe(resolved, log=log)
     if not main:
         return
     summary = [_summary(r) for r in results]

@@ -68,7 +68,7 @@ def snap_command(
         overwrite=overwrite,
         command=" ".join(["lscdistill", *sys.argv[1:]]),
     )
-    path, report = run_snap(cfg, log=lambda line: err_console.print(line, highlight=False))
+    path, report = run_snap(cfg, log=lambda line: err_console.print(line, highlight=False, markup=False))
     status = "optimal" if report.optimal else f"within {report.relative_gap:.3%} of the optimum"
     err_console.print(
         f"{report.n_classes:,} classes, {report.method}: total cosine {report.total_cosine:,.2f} ({status}), "
