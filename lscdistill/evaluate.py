@@ -139,7 +139,7 @@ def evaluate_model(
 # ------------------------------------------------------------------------------------------------ run dirs
 def _data_for_run(model, meta, data: str | None, features: str | None, labels: str | None, need_labels: bool):
     if (data is None) == (features is None):
-        raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
+        raise ValueError("give exactly one of --data (digits, an image folder or a .tar of one) and --features")
     arch = meta["model"]["architecture"]
     if features is not None:
         if arch != "mlp":

@@ -39,7 +39,9 @@ class ExtractConfig:
     """Everything ``lscdistill extract`` needs; every field but ``command`` is a command-line option."""
 
     out: Path = opt(MISSING, "Store to write (HDF5), e.g. means.h5.", "--out", "-o")  # noqa: RUF009
-    data: str | None = opt(None, "'digits' (scikit-learn's 1,797 8x8 digits) or an ImageFolder dir.")
+    data: str | None = opt(
+        None, "'digits' (scikit-learn's 1,797 8x8 digits), an image folder (one sub-folder per class) or a .tar of one."
+    )
     teacher: str | None = opt(None, "timm model name of the teacher.")
     model_kwargs: tuple[str, ...] = opt(
         (),
@@ -92,7 +94,7 @@ class ExtractResult:
 
 def _source(cfg: ExtractConfig) -> tuple[LabeledData, torch.nn.Module | None, dict[str, Any]]:
     if (cfg.data is None) == (cfg.features is None):
-        raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
+        raise ValueError("give exactly one of --data (digits, an image folder or a .tar of one) and --features")
     if cfg.features is not None:
         if cfg.labels is None:
             raise ValueError("--features needs --labels (a .npy of integer class indices)")

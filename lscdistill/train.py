@@ -82,7 +82,11 @@ class TrainConfig:
         "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
         cli_type=list[str] | None,
     )
-    data: str | None = opt(None, "'digits', 'digits:train', 'digits:val' (fixed 80/20 split) or an ImageFolder dir.")
+    data: str | None = opt(
+        None,
+        "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
+        ".tar of one.",
+    )
     features: str | None = opt(None, "Precomputed features X.npy or X.h5[:name].")
     labels: str | None = opt(None, "Integer labels .npy for --features.")
     val_data: str | None = opt(None, "Validation images, e.g. digits:val.")
@@ -716,7 +720,7 @@ def _check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
     """Every option checked before anything is created (one clear error, no run directory left behind); returns
     the augmentation and the mixup it describes."""
     if (cfg.data is None) == (cfg.features is None):
-        raise ValueError("give exactly one of --data (digits or an ImageFolder directory) and --features")
+        raise ValueError("give exactly one of --data (digits, an image folder or a .tar of one) and --features")
     if cfg.objective == "ce" and cfg.centers is not None:
         raise ValueError("--centers is for --objective lsc; cross-entropy trains its own classifier head")
     for name in ("epochs", "batch_size", "grad_accum"):

@@ -15,7 +15,11 @@ from ._common import JsonOpt, Workers, config_command, err_console, handle_error
 
 Data = Annotated[
     str | None,
-    typer.Option("--data", help="'digits', 'digits:train', 'digits:val' (fixed 80/20 split) or an ImageFolder dir."),
+    typer.Option(
+        "--data",
+        help="'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) "
+        "or a .tar of one.",
+    ),
 ]
 Features = Annotated[str | None, typer.Option("--features", help="Precomputed features X.npy or X.h5[:name].")]
 Labels = Annotated[str | None, typer.Option("--labels", help="Integer labels .npy for --features.")]
