@@ -93,6 +93,7 @@ def evaluate_model(
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]
     sums = torch.zeros(len(names), dtype=torch.int64, device=device)
+    at = {name: i for i, name in enumerate(names)}  # sums[at[name]] += count: added on the device, no sync
     has_fast = centers is not None and centers.fast
     top5 = _Top5(centers, device)
     has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
@@ -104,19 +105,20 @@ def evaluate_model(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             p = _predict_batch(model, centers, x)
             label = p["label"].to(device)
-            counts = dict.fromkeys(names, 0) | {"n": len(y), "top1": (label == y).sum()}
+            sums[at["n"]] += len(y)
+            sums[at["top1"]] += (label == y).sum()
             if has_fast:
                 fast = p["fast_label"].to(device)
-                counts |= {"top1_fast": (fast == y).sum(), "agree": (fast == label).sum()}
-                counts["new_class"] = p["new_class"].to(device).sum()
+                sums[at["top1_fast"]] += (fast == y).sum()
+                sums[at["agree"]] += (fast == label).sum()
+                sums[at["new_class"]] += p["new_class"].to(device).sum()
             if "fallback" in p:
-                counts["fallback"] = p["fallback"].to(device).sum()
+                sums[at["fallback"]] += p["fallback"].to(device).sum()
             if objective == "ce" and has_top5:
                 k = min(5, p["out"].shape[1])
-                counts["top5"] = (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+                sums[at["top5"]] += (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
             elif has_top5:
-                counts["top5"] = top5.hits(p["out"], y)
-            sums += torch.stack([torch.as_tensor(counts[k], device=device) for k in names]).long()
+                sums[at["top5"]] += top5.hits(p["out"], y)
     model.train(was_training)
     if accelerator.num_processes > 1:
         torch.distributed.all_reduce(sums)

@@ -26,7 +26,7 @@ from .data import (
     select_indices,
 )
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
-from .options import as_str, opt, workers_option
+from .options import as_str, model_kwargs_option, opt, workers_option
 from .progress import progress_bar
 from .runtime import create_accelerator
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
@@ -43,12 +43,7 @@ class ExtractConfig:
         None, "'digits' (scikit-learn's 1,797 8x8 digits), an image folder (one sub-folder per class) or a .tar of one."
     )
     teacher: str | None = opt(None, "timm model name of the teacher.")
-    model_kwargs: tuple[str, ...] = opt(
-        (),
-        "KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py (e.g. --model-kwargs "
-        "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
-        cli_type=list[str] | None,
-    )
+    model_kwargs: tuple[str, ...] = model_kwargs_option()
     checkpoint: str | None = opt(
         None, "Teacher weights: .pt/.pth/.safetensors or a run directory.", cli_type=Path | None, to_config=as_str
     )

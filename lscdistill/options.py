@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WORKERS_HELP", "Cli", "as_str", "negative_is_none", "opt", "workers_option"]
+__all__ = ["WORKERS_HELP", "Cli", "as_str", "model_kwargs_option", "negative_is_none", "opt", "workers_option"]
 
 WORKERS_HELP = (
     "DataLoader worker processes for image data (default: 0 on the CPU, on a GPU min(8, CPU cores per process)); "
@@ -61,3 +61,13 @@ def negative_is_none(value: int | None) -> int | None:
 def workers_option() -> Any:
     """``--workers/-j``, the same for every command that reads data."""
     return opt(None, WORKERS_HELP, "--workers", "-j", min=0)
+
+
+def model_kwargs_option() -> Any:
+    """``--model-kwargs KEY=VALUE`` (repeatable), the same for every command that builds a timm model."""
+    return opt(
+        (),
+        "KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py (e.g. --model-kwargs "
+        "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
+        cli_type=list[str] | None,
+    )

@@ -33,6 +33,7 @@ import torch
 from .centers import SystemCenters
 from .data import LabeledData, load_features
 from .files import atomic_file
+from .rundir import CONFIG, METRICS
 
 __all__ = [
     "CurvesPlot",
@@ -101,7 +102,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: not a `lscdistill train` run directory")
     lines = path.read_text().splitlines()
@@ -253,7 +254,7 @@ def _embed(run_dir: str | os.PathLike, data: str | LabeledData, batch_size: int 
 
 
 def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

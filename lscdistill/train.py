@@ -46,9 +46,9 @@ from .evaluate import evaluate_model
 from .losses import create_loss
 from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
-from .options import as_str, negative_is_none, opt, workers_option
+from .options import as_str, model_kwargs_option, negative_is_none, opt, workers_option
 from .progress import progress_bar
-from .rundir import RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
+from .rundir import CONFIG, RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
 from .runtime import create_accelerator
 
 __all__ = ["TrainConfig", "TrainResult", "create_centers", "resolve_defaults", "run_train"]
@@ -76,12 +76,7 @@ class TrainConfig:
 
     out: Path = opt(MISSING, "Run directory to create (or continue with --resume).", "--out", "-o")  # noqa: RUF009
     model: str | None = opt(None, "timm model name (default for --features: a small MLP).", "--model", "-m")
-    model_kwargs: tuple[str, ...] = opt(
-        (),
-        "KEY=VALUE keyword argument for timm.create_model, repeatable, as in timm's train.py (e.g. --model-kwargs "
-        "patch_size=4 for a ViT at 32 px); a run records it in model.json.",
-        cli_type=list[str] | None,
-    )
+    model_kwargs: tuple[str, ...] = model_kwargs_option()
     data: str | None = opt(
         None,
         "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
@@ -265,7 +260,7 @@ def _inherit_defaults(cfg: TrainConfig) -> TrainConfig:
     """On ``--resume``: the fields left to their default (lr, schedule, warmup) take the run's recorded values, so a
     run continues as it started, even with ``--epochs`` changed or a newer lscdistill's defaults."""
     try:
-        saved = json.loads((Path(cfg.out) / "config.json").read_text())
+        saved = json.loads((Path(cfg.out) / CONFIG).read_text())
     except (OSError, ValueError):
         return cfg  # the resume check says what is wrong
     return replace(cfg, **{k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None})
@@ -353,7 +348,7 @@ def _mode_check(accelerator, model, centers, data: LabeledData, cfg: TrainConfig
 
 
 def _check_resume(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    saved_path = run_dir / "config.json"
+    saved_path = run_dir / CONFIG
     if not saved_path.is_file():
         raise FileNotFoundError(f"--resume: {run_dir} has no config.json (not an lscdistill run directory)")
     saved = json.loads(saved_path.read_text())
