@@ -22,7 +22,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train, bench_trainloop
+from . import (
+    bench_export,
+    bench_extract,
+    bench_inference,
+    bench_predict,
+    bench_realdata,
+    bench_snap,
+    bench_train,
+    bench_trainloop,
+)
 from ._common import RESULTS, Section, machine
 
 
@@ -57,6 +66,13 @@ BENCHMARKS = {
             "One training epoch: lscdistill train vs a bare PyTorch + timm loop",
             bench_trainloop.Config,
             bench_trainloop.run,
+            default=False,
+        ),
+        Benchmark(
+            "export",
+            "Exported inference: file size as the classes grow, speed beside predict",
+            bench_export.Config,
+            bench_export.run,
             default=False,
         ),
         Benchmark(

@@ -10,6 +10,7 @@ import typer
 
 from .. import __version__
 from .demo import demo_command
+from .export import export_command
 from .extract import extract_command
 from .plan import plan_command
 from .plot import plot_command
@@ -53,6 +54,7 @@ app.command("snap")(snap_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)
+app.command("export")(export_command)
 app.command("merge")(merge_command)
 app.command("inspect")(inspect_command)
 app.command("plan")(plan_command)
