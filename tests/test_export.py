@@ -84,7 +84,9 @@ def test_api_and_exported_file_give_the_labels_of_predict(runs, kind, tmp_path):
     x = _pixels(run) if images else torch.from_numpy(np.load(runs / "x.npy"))
     got = lscdistill.load(run, device="cpu").predict(x)
     np.testing.assert_array_equal(got.labels.numpy(), want)
-    np.testing.assert_allclose(got.scores.numpy(), np.array(csv["score"], dtype=np.float32), atol=1e-4)
+    # csv's score is the exact decoding's: the same cosine wherever the fast rule found an assigned vector
+    same = (got.labels >= 0).numpy()
+    np.testing.assert_allclose(got.scores.numpy()[same], np.array(csv["score"], dtype=np.float32)[same], atol=1e-4)
     if "new_class" in csv:
         np.testing.assert_array_equal(got.new_class.numpy(), np.array(csv["new_class"]) == "1")
     out = tmp_path / "model.pt2"
@@ -140,7 +142,7 @@ def test_threshold_flags_low_scores_and_nan_rows(runs):
 
 
 def test_size_of_an_export_with_generated_centers_does_not_grow_with_the_classes(tmp_path):
-    system = create_system("an", 128, seed=0, interpolations=1)  # 128 * 129 roots + 2,829,056 interpolated
+    system = create_system("an", 128, seed=0, interpolations=1)  # 2,113,536 vectors, 16,512 of them roots
     sizes = {}
     for n in (10, len(system)):
         model = Student(MLP(32, 64), dim=128, project=True)
@@ -149,7 +151,7 @@ def test_size_of_an_export_with_generated_centers_does_not_grow_with_the_classes
         export_module(module, example_inputs(module, meta), tmp_path / f"{n}.pt2", describe(meta, module))
         sizes[n] = (tmp_path / f"{n}.pt2").stat().st_size
     small, large = sizes.values()
-    assert len(system) > 2_800_000 and abs(large - small) < 0.01 * small, sizes
+    assert len(system) > 100 * 128 * 129 and abs(large - small) < 0.01 * small, sizes
 
 
 @pytest.mark.parametrize(
