@@ -22,7 +22,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train, bench_trainloop
+from . import (
+    bench_extract,
+    bench_inference,
+    bench_openset,
+    bench_predict,
+    bench_realdata,
+    bench_snap,
+    bench_train,
+    bench_trainloop,
+)
 from ._common import RESULTS, Section, machine
 
 
@@ -64,6 +73,13 @@ BENCHMARKS = {
             "Real images x backbones: CE teacher vs LSC students, eval mode, CLI defaults",
             bench_realdata.Config,
             bench_realdata.run,
+            default=False,
+        ),
+        Benchmark(
+            "openset",
+            "New-class detection on digits (5 held-back classes), calibrated; continual learning",
+            bench_openset.Config,
+            bench_openset.run,
             default=False,
         ),
     )

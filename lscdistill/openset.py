@@ -158,14 +158,17 @@ def _clean(scores: Any) -> np.ndarray:
 
 
 def threshold_at(known: Any, accept: float) -> float:
-    """The largest threshold ``t`` that accepts (``score >= t``) at least ``ceil(accept * n)`` of the ``n`` known
-    scores: with distinct scores exactly that many; ties at ``t`` are all accepted."""
+    """A threshold ``t`` that accepts (``score >= t``) the ``k = ceil(accept * n)`` highest of the ``n`` known
+    scores: halfway between the k-th and the (k+1)-th highest, so that a score recomputed a rounding error away
+    (fast vs exact decoding) falls on the same side. Ties at the k-th score are all accepted (then more than k)."""
     check_accept(accept)
     s = np.sort(_clean(known))[::-1]
     if s.size == 0:
         raise ValueError("calibration needs at least one known-class sample")
     k = max(1, math.ceil(accept * s.size - 1e-9))  # the float product must not round 95.0 up to 96
-    return float(s[k - 1])
+    if k == s.size or not np.isfinite(s[k]):  # nothing finite below: the k-th score itself
+        return float(s[k - 1])
+    return float((s[k - 1] + s[k]) / 2)
 
 
 def auroc(known: Any, unseen: Any) -> float:
