@@ -258,7 +258,7 @@ def test_the_openset_benchmark_runs_end_to_end_and_draws_its_picture(tmp_path):
     from benchmarks import bench_openset
 
     cfg = bench_openset.Config(
-        dims=(4,), means=False, seeds=(0,), epochs=3, continual_dim=4, png=str(tmp_path / "o.png")
+        datasets=("digits",), dims=(4,), means=False, seeds=(0,), epochs=3, continual_dim=4, png=str(tmp_path / "o.png")
     )
     section = bench_openset.run(cfg, torch.device("cpu"))
     assert (tmp_path / "o.png").stat().st_size > 10_000
