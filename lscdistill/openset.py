@@ -112,7 +112,10 @@ def margin(z: torch.Tensor, centers) -> torch.Tensor:
     """Cosine to the nearest center minus cosine to the second nearest, ``[B, D] -> [B]``: a brute-force scan of
     all ``centers.n_classes`` centers read ``chunk`` rows at a time (memory O(B * chunk), time O(B * C * D))."""
     chunk = getattr(centers, "chunk_size", 8192)
-    rows = lambda a, b: centers.gather(torch.arange(a, b, device=z.device))  # noqa: E731
+
+    def rows(start: int, stop: int) -> torch.Tensor:  # generated centers by formula, stores by rows: nothing kept
+        return centers.gather(torch.arange(start, stop, device=z.device))
+
     top = exact_top2(z, rows, n_rows=centers.n_classes, chunk_size=chunk)
     return top[:, 0] - top[:, 1]
 
