@@ -26,6 +26,7 @@ from . import (
     bench_export,
     bench_extract,
     bench_inference,
+    bench_openset,
     bench_predict,
     bench_realdata,
     bench_snap,
@@ -80,6 +81,13 @@ BENCHMARKS = {
             "Real images x backbones: CE teacher vs LSC students, eval mode, CLI defaults",
             bench_realdata.Config,
             bench_realdata.run,
+            default=False,
+        ),
+        Benchmark(
+            "openset",
+            "New-class detection on digits (5 held-back classes), calibrated; continual learning",
+            bench_openset.Config,
+            bench_openset.run,
             default=False,
         ),
     )

@@ -15,7 +15,7 @@ import torch
 
 from .systems.base import mark_degenerate, unit_rows
 
-__all__ = ["RowSource", "exact_nearest", "full_precision_matmul"]
+__all__ = ["RowSource", "exact_nearest", "exact_top2", "full_precision_matmul"]
 
 
 class RowSource(Protocol):
@@ -48,20 +48,60 @@ def exact_nearest(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if callable(table) and not isinstance(table, torch.Tensor):
-        if n_rows is None:
-            raise ValueError("n_rows is required when table is a function")
-        rows = table
-    else:
-        n_rows = len(table) if n_rows is None else n_rows
-
-        def rows(start: int, stop: int) -> torch.Tensor:
-            return torch.as_tensor(table[start:stop])
-
+    rows, n_rows = _row_reader(table, n_rows)
     if n_rows < 1:
         raise ValueError("the center table is empty")
     with full_precision_matmul():
         return _scan(z, rows, n_rows, chunk_size)
+
+
+def _row_reader(table, n_rows: int | None) -> tuple[Callable[[int, int], torch.Tensor], int]:
+    if callable(table) and not isinstance(table, torch.Tensor):
+        if n_rows is None:
+            raise ValueError("n_rows is required when table is a function")
+        return table, n_rows
+    return (lambda start, stop: torch.as_tensor(table[start:stop])), len(table) if n_rows is None else n_rows
+
+
+def exact_top2(
+    z: torch.Tensor,
+    table: RowSource | Callable[[int, int], torch.Tensor],
+    *,
+    n_rows: int | None = None,
+    chunk_size: int = 8192,
+) -> torch.Tensor:
+    """The two largest cosine similarities of each row of ``z`` to the rows of ``table``, by brute force.
+
+    Same arguments as :func:`exact_nearest`; the table needs at least 2 rows. Memory is O(B * chunk_size) whatever
+    the number of rows (one ``[B, chunk_size]`` score matrix and a ``[B, 2]`` running best); time O(B * C * D).
+
+    Returns:
+        ``[B, 2]`` cosines, best first (the second may equal the first: two centers equally near). Zero table rows
+        have cosine 0 with everything; zero embedding rows get ``(0, 0)``, rows with NaN/Inf ``(NaN, NaN)``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows, n_rows = _row_reader(table, n_rows)
+    if n_rows < 2:
+        raise ValueError(f"the two nearest centers need at least 2 rows, the table has {n_rows}")
+    unit, ok, finite = unit_rows(z)
+    best = torch.full((unit.shape[0], 2), -float("inf"), dtype=unit.dtype, device=unit.device)
+    with full_precision_matmul():
+        for start in range(0, n_rows, chunk_size):
+            stop = min(start + chunk_size, n_rows)
+            chunk = _unit_chunk(rows(start, stop), start, stop, unit)
+            top = (unit @ chunk.T).topk(min(2, stop - start), dim=1).values
+            best = torch.cat([best, top], dim=1).topk(2, dim=1).values
+    best = torch.where(ok[:, None], best, 0.0)
+    return torch.where(finite[:, None], best, float("nan"))
+
+
+def _unit_chunk(chunk: torch.Tensor, start: int, stop: int, unit: torch.Tensor) -> torch.Tensor:
+    chunk = chunk.to(device=unit.device, dtype=unit.dtype)
+    if chunk.dim() != 2 or chunk.shape != (stop - start, unit.shape[1]):
+        raise ValueError(f"center rows {start}:{stop} have shape {tuple(chunk.shape)}, expected [*, {unit.shape[1]}]")
+    norms = torch.linalg.vector_norm(chunk, dim=1)
+    return chunk / torch.where(norms > 0, norms, 1.0)[:, None]
 
 
 @contextlib.contextmanager
@@ -83,13 +123,7 @@ def _scan(z: torch.Tensor, rows, n_rows: int, chunk_size: int) -> tuple[torch.Te
     best_idx = torch.zeros(unit.shape[0], dtype=torch.long, device=unit.device)
     for start in range(0, n_rows, chunk_size):
         stop = min(start + chunk_size, n_rows)
-        chunk = rows(start, stop).to(device=unit.device, dtype=unit.dtype)
-        if chunk.dim() != 2 or chunk.shape != (stop - start, unit.shape[1]):
-            raise ValueError(
-                f"center rows {start}:{stop} have shape {tuple(chunk.shape)}, expected [*, {unit.shape[1]}]"
-            )
-        norms = torch.linalg.vector_norm(chunk, dim=1)
-        chunk = chunk / torch.where(norms > 0, norms, 1.0)[:, None]
+        chunk = _unit_chunk(rows(start, stop), start, stop, unit)
         score, arg = (unit @ chunk.T).max(dim=1)
         better = score > best  # strict: earlier chunks keep ties
         best = torch.where(better, score, best)

@@ -1,13 +1,13 @@
-"""``evaluate`` and ``predict``: accuracy by exact and fast decoding, and per-sample predictions.
+"""``evaluate`` and ``predict``: accuracy by exact and fast decoding, new-class detection, per-sample predictions.
 
-Multi-process: each process takes every ``world_size``-th sample (no padding, no repeats) and the counts are
-summed across processes, so every sample is counted exactly once.
+Multi-process: each process takes every ``world_size``-th sample (no padding, no repeats); the counts are summed
+and the open-set scores gathered across processes, so every sample is counted exactly once.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,24 @@ from .data import (
 )
 from .files import atomic_file
 from .models import unwrap
+from .openset import (
+    DEFAULT_ACCEPT,
+    ScoreCollector,
+    available_scores,
+    calibrate,
+    check_accept,
+    check_score,
+    default_score,
+    load_calibration,
+    no_calibration_message,
+    open_set_report,
+    save_calibration,
+)
 from .rundir import load_run
 from .runtime import create_accelerator
 from .stores.writer import check_output_path
 
-__all__ = ["EvalConfig", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
+__all__ = ["EvalConfig", "calibrate_after_training", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
 
 TOP5_MAX_CLASSES = 10_000  # top-5 scores all centers: cheap only for small class counts
 
@@ -66,7 +79,7 @@ def _predict_batch(model, centers: Centers | None, x: torch.Tensor) -> dict[str,
     result = {"out": out, "label": exact.labels, "score": exact.cosine, "fallback": exact.fallback}
     if centers.fast:
         fast = centers.predict(out, mode="fast")
-        result |= {"fast_label": fast.labels, "fast_score": fast.cosine, "new_class": fast.new_class}
+        result |= {"fast_label": fast.labels, "fast_score": fast.cosine, "unassigned": fast.new_class}
     return result
 
 
@@ -80,13 +93,16 @@ def evaluate_model(
     objective: str = "lsc",
     indices: np.ndarray | None = None,
     batch_stats: bool = False,
+    scores: ScoreCollector | None = None,
 ) -> dict[str, Any]:
     """Top-1 (exact), top-1 (fast), their agreement, new-class flags, top-5 where cheap; summed over processes.
 
     ``data``: a source (read ``batch_size`` at a time) or a run's :class:`SplitLoader` for it. The model runs in
     eval mode, as it is saved (unwrapped from DDP, so processes with fewer batches never wait in a collective);
     ``batch_stats=True`` puts its BatchNorm layers on each batch's own statistics instead, as in training (nothing
-    in the model changed), for the train-mode vs eval-mode check. Counts stay on the device until the end."""
+    in the model changed), for the train-mode vs eval-mode check. Counts stay on the device until the end.
+    ``scores``: collects every sample's open-set scores (gather them with ``scores.gather(accelerator)``).
+    ``new_class_flags`` counts the unassigned-vector rule (the calibrated rule is :mod:`lscdistill.openset`'s)."""
     loader = data if isinstance(data, SplitLoader) else SplitLoader(data, batch_size, persistent=False)
     data, device = loader.data, accelerator.device
     indices = np.arange(len(data)) if indices is None else indices
@@ -111,7 +127,7 @@ def evaluate_model(
                 fast = p["fast_label"].to(device)
                 sums[at["top1_fast"]] += (fast == y).sum()
                 sums[at["agree"]] += (fast == label).sum()
-                sums[at["new_class"]] += p["new_class"].to(device).sum()
+                sums[at["new_class"]] += p["unassigned"].to(device).sum()
             if "fallback" in p:
                 sums[at["fallback"]] += p["fallback"].to(device).sum()
             if objective == "ce" and has_top5:
@@ -119,6 +135,8 @@ def evaluate_model(
                 sums[at["top5"]] += (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
             elif has_top5:
                 sums[at["top5"]] += top5.hits(p["out"], y)
+            if scores is not None:
+                scores.add(p)
     model.train(was_training)
     if accelerator.num_processes > 1:
         torch.distributed.all_reduce(sums)
@@ -139,20 +157,29 @@ def evaluate_model(
 
 
 # ------------------------------------------------------------------------------------------------ run dirs
-def _data_for_run(model, meta, data: str | None, features: str | None, labels: str | None, need_labels: bool):
+def _data_for_run(model, meta, data, features, labels, need_labels: bool, prefix: str = ""):
+    """The data a run reads: images through its preprocessing (any image size is resized to the run's), or
+    feature rows of the width its MLP takes. ``prefix``: ``"unseen-"`` names the ``--unseen-*`` flags in errors."""
+    flag_data, flag_features = f"--{prefix}data", f"--{prefix}features"
     if (data is None) == (features is None):
-        raise ValueError("give exactly one of --data (digits, an image folder or a .tar of one) and --features")
+        raise ValueError(
+            f"give exactly one of {flag_data} (digits, an image folder or a .tar of one) and {flag_features}"
+        )
     arch = meta["model"]["architecture"]
     if features is not None:
         if arch != "mlp":
-            raise ValueError(f"this run trained {arch} on images: give --data, not --features")
-        if labels is None:
-            if need_labels:
-                raise ValueError("--features needs --labels to measure accuracy")
-            return load_features(features, None)  # every row labeled -1
-        return load_features(features, labels)
+            raise ValueError(f"this run trained {arch} on images: give {flag_data}, not {flag_features}")
+        if labels is None and need_labels:
+            raise ValueError(f"{flag_features} needs --labels to measure accuracy")
+        loaded = load_features(features, labels)  # without labels: every row labeled -1
+        width = meta["model"].get("in_dim")
+        if width is not None and loaded.n_dim != int(width):
+            raise ValueError(
+                f"{flag_features} {features} has {loaded.n_dim} features per row; this run's MLP takes {width}"
+            )
+        return loaded
     if arch == "mlp":
-        raise ValueError("this run trained an MLP on features: give --features (and --labels)")
+        raise ValueError(f"this run trained an MLP on features: give {flag_features} (and --labels)")
     return load_images(data, resolve_preprocess(model, data))
 
 
@@ -166,44 +193,103 @@ class EvalConfig:
     cpu: bool = False
     instance_labels: bool = False  # every sample its own class, in data order (runs trained with instance labels)
     workers: int | None = None  # DataLoader workers (None: default_workers for the device)
+    unseen_data: str | None = None  # samples of classes the run never saw: open-set AUROC, FPR@95TPR, flag rates
+    unseen_features: str | None = None
+    calibrate: bool = False  # store a new threshold from this (known-class) data in the run's openset.json
+    accept: float | None = None  # share of known samples the calibrated threshold accepts (default DEFAULT_ACCEPT)
+    score: str | None = None  # open-set score to calibrate (default: openset.default_score of the objective)
 
 
 def run_evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Accuracy on labeled data; with ``unseen_data``/``unseen_features`` the open-set metrics; with ``calibrate``
+    a new threshold for the run (written last, by the main process, once everything else succeeded)."""
+    if not cfg.calibrate and (cfg.accept is not None or cfg.score is not None):
+        raise ValueError("--accept and --score choose the calibration: give them with --calibrate")
+    accept = check_accept(DEFAULT_ACCEPT if cfg.accept is None else cfg.accept)
     accelerator = create_accelerator(cpu=cfg.cpu)
     model, centers, meta = load_run(cfg.run_dir)
     try:
-        return _evaluate(cfg, accelerator, model, centers, meta)
+        result, calibration = _evaluate(cfg, accelerator, model, centers, meta, accept)
     finally:
         if centers is not None:
             centers.close()
+    if cfg.calibrate and accelerator.is_main_process:
+        result["calibration_path"] = str(save_calibration(cfg.run_dir, calibration))
+    return result
 
 
-def _evaluate(cfg: EvalConfig, accelerator, model, centers, meta) -> dict[str, Any]:
+def _evaluate(cfg: EvalConfig, accelerator, model, centers, meta, accept: float):
     data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=True)
     if cfg.instance_labels:
         data = use_instance_labels(data)
     if int(data.labels.max()) >= int(meta["n_classes"]):
         raise ValueError(f"label {int(data.labels.max())} is outside the run's {meta['n_classes']} classes")
+    unseen = None
+    if cfg.unseen_data is not None or cfg.unseen_features is not None:
+        unseen = _data_for_run(model, meta, cfg.unseen_data, cfg.unseen_features, None, False, prefix="unseen-")
+    score = check_score(cfg.score or default_score(meta["objective"]), centers, meta["objective"])
+    names = available_scores(centers, meta["objective"]) if unseen is not None else (score,) * cfg.calibrate
     model = model.to(accelerator.device)
     start = time.perf_counter()
-    loader = SplitLoader(data, cfg.batch_size, workers=default_workers(accelerator, cfg.workers), persistent=False)
-    result = evaluate_model(accelerator, model, centers, loader, objective=meta["objective"])
+    workers = default_workers(accelerator, cfg.workers)
+    known = ScoreCollector(centers, names)
+    loader = SplitLoader(data, cfg.batch_size, workers=workers, persistent=False)
+    result = evaluate_model(accelerator, model, centers, loader, objective=meta["objective"], scores=known)
     result |= {"run": str(cfg.run_dir), "objective": meta["objective"], "n_classes": meta["n_classes"]}
+    known_scores = known.gather(accelerator) if names else {}
+    calibration = load_calibration(cfg.run_dir)
+    if cfg.calibrate:
+        calibration = calibrate(known_scores[score], score, accept, data.description, "evaluate")
+        result["calibration"] = asdict(calibration)
+    if unseen is not None:
+        collector = ScoreCollector(centers, names)
+        unseen_loader = SplitLoader(unseen, cfg.batch_size, workers=workers, persistent=False)
+        evaluate_model(accelerator, model, centers, unseen_loader, objective=meta["objective"], scores=collector)
+        result["open_set"] = open_set_report(known_scores, collector.gather(accelerator), calibration)
     result["seconds"] = time.perf_counter() - start
-    return result
+    return result, calibration
 
 
-def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str, Any]:
-    """Write ``label, score, new_class (, fast_label)`` per sample to ``.csv`` or ``.npz`` (atomically)."""
+def calibrate_after_training(accelerator, model, centers, loader: SplitLoader | None, run_dir: Path, objective: str):
+    """The end of ``lscdistill train``: calibrate the run's new-class threshold on its validation split (default
+    score, :data:`~lscdistill.openset.DEFAULT_ACCEPT`) and write ``openset.json`` (main process). Every process
+    calls it (the scores are gathered); a run without validation data gets no calibration."""
+    if loader is None:
+        return None
+    score = default_score(objective)
+    collector = ScoreCollector(centers, (score,))
+    evaluate_model(accelerator, model, centers, loader, objective=objective, scores=collector)
+    calibration = calibrate(
+        collector.gather(accelerator)[score], score, DEFAULT_ACCEPT, loader.data.description, "train"
+    )
+    if accelerator.is_main_process:
+        save_calibration(run_dir, calibration)
+    return calibration
+
+
+def run_predict(
+    cfg: EvalConfig, out: Path, overwrite: bool = False, require_calibration: bool = False
+) -> dict[str, Any]:
+    """Write per sample ``index, label, score`` (exact), ``fast_label, unassigned`` (fast decoding: the nearest
+    system vector belongs to no class) and, when the run has a calibration (``openset.json``), ``open_score`` and
+    ``new_class`` (``open_score`` below its threshold) to ``.csv`` or ``.npz`` (atomically). Without a calibration
+    those two columns are absent and ``result["calibration"]`` is None; ``require_calibration`` makes that an error
+    (raised before anything is read or written)."""
     if out.suffix not in (".csv", ".npz"):
         raise ValueError(f"--out must end in .csv or .npz, got {out}")
     check_output_path(out, overwrite)
+    calibration = load_calibration(cfg.run_dir)
+    if calibration is None and require_calibration and (Path(cfg.run_dir) / "model.json").is_file():
+        raise ValueError(no_calibration_message(cfg.run_dir))  # (a run that never finished: load_run says so)
     accelerator = create_accelerator(cpu=cfg.cpu)
     if accelerator.num_processes > 1:
         raise ValueError("predict runs in one process (it writes one file in sample order)")
     model, centers, meta = load_run(cfg.run_dir)
     try:
         data = _data_for_run(model, meta, cfg.data, cfg.features, cfg.labels, need_labels=False)
+        if calibration is not None:
+            check_score(calibration.score, centers, meta["objective"])
+        scores = ScoreCollector(centers, (calibration.score,) if calibration is not None else ())
         model = model.to(accelerator.device)
         columns: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode():
@@ -212,12 +298,16 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
                 p = _predict_batch(model, centers, x.to(accelerator.device))
                 row = {"index": idx, "label": p["label"], "score": p["score"]}
                 if "fast_label" in p:
-                    row |= {"fast_label": p["fast_label"], "new_class": p["new_class"]}
+                    row |= {"fast_label": p["fast_label"], "unassigned": p["unassigned"]}
                 for k, v in row.items():
                     columns.setdefault(k, []).append(v.cpu().numpy() if isinstance(v, torch.Tensor) else v)
+                scores.add(p)
     finally:
         if centers is not None:
             centers.close()
+    if calibration is not None:
+        open_score = scores.gather(accelerator)[calibration.score]
+        columns |= {"open_score": [open_score], "new_class": [calibration.flags(open_score)]}
     table = {k: np.concatenate(v) for k, v in columns.items()}
     with atomic_file(out) as tmp:
         if out.suffix == ".npz":
@@ -228,7 +318,8 @@ def run_predict(cfg: EvalConfig, out: Path, overwrite: bool = False) -> dict[str
                 f.write(",".join(names) + "\n")
                 for i in range(len(table["index"])):
                     f.write(",".join(_fmt(table[k][i]) for k in names) + "\n")
-    return {"path": str(out), "samples": len(table["index"]), "columns": list(table)}
+    summary = None if calibration is None else {"score": calibration.score, "threshold": calibration.threshold}
+    return {"path": str(out), "samples": len(table["index"]), "columns": list(table), "calibration": summary}
 
 
 def _fmt(v) -> str:

@@ -3,7 +3,9 @@
 A run directory holds ``config.json`` (the resolved configuration), ``metrics.jsonl`` (and, with ``--log-with``,
 tracker logs in ``logs/``), ``checkpoints/step_N`` (Accelerate ``save_state``: model, optimizer, scheduler, RNG
 states, the EMA when on, plus ``trainer.json``) and, at the end, ``model.safetensors`` + ``model.json``
-(self-describing: architecture, dim, centers, preprocessing; :func:`lscdistill.models.save_run_model`).
+(self-describing: architecture, dim, centers, preprocessing; :func:`lscdistill.models.save_run_model`) and, when
+the run had validation data (or was calibrated later), ``openset.json``: the new-class rule's score and threshold
+(:mod:`lscdistill.openset`).
 ``evaluate``, ``predict``, ``extract --checkpoint`` and ``plot`` read runs through :func:`load_run`; nothing here
 depends on the training loop.
 """
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 CONFIG, METRICS, CHECKPOINTS, TRAINER_STATE = "config.json", "metrics.jsonl", "checkpoints", "trainer.json"
+OPENSET = "openset.json"  # the calibrated new-class threshold (lscdistill.openset.Calibration)
 TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backed centers
 
 

@@ -42,7 +42,7 @@ from .data import (
     resolve_preprocess,
     use_instance_labels,
 )
-from .evaluate import evaluate_model
+from .evaluate import calibrate_after_training, evaluate_model
 from .losses import create_loss
 from .mixup import CenterMixup
 from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
@@ -644,6 +644,7 @@ class _Trainer:
             )
         data = self.bn_stats.data
         mode_check = None if data is None else _mode_check(accelerator, evaluated, s.centers, data, cfg)
+        calibrate_after_training(accelerator, evaluated, s.centers, self.val_loader, self.run_dir, cfg.objective)
         if accelerator.is_main_process:
             meta = s.meta | {"steps": self.step, "final_metrics": self.final, "continual": continual}
             meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if self.ema is not None else None

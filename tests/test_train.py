@@ -168,10 +168,10 @@ def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):
     np.testing.assert_array_equal(p["index"], np.arange(200))
     np.testing.assert_array_equal(p["label"], expected)
     np.testing.assert_allclose(p["score"], cos.max(dim=1).values.numpy(), atol=1e-5)
-    np.testing.assert_array_equal(p["new_class"], nearest >= 6)
+    np.testing.assert_array_equal(p["unassigned"], nearest >= 6)  # the old rule; new_class: tests/test_openset.py
     _ok("predict", run, "--features", vx, "--out", tmp_path / "p.csv")
     rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "index,label,score,fast_label,new_class" and len(rows) == 201
+    assert rows[0] == "index,label,score,fast_label,unassigned,open_score,new_class" and len(rows) == 201
     assert [int(r.split(",")[1]) for r in rows[1:]] == expected.tolist()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -60,6 +61,27 @@ def evaluate_command(
     data: Data = None,
     features: Features = None,
     labels: Labels = None,
+    unseen_data: Annotated[
+        str | None,
+        typer.Option("--unseen-data", help="Samples of classes the run never saw (as --data): open-set metrics."),
+    ] = None,
+    unseen_features: Annotated[
+        str | None, typer.Option("--unseen-features", help="Unseen-class features (as --features; no labels).")
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option("--calibrate", help="Store a new new-class threshold from this known-class data (openset.json)."),
+    ] = False,
+    accept: Annotated[
+        float | None,
+        typer.Option("--accept", help="With --calibrate: share of known samples to accept, in (0, 1) [default: 0.95]."),
+    ] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(
+            "--score", help="With --calibrate: cosine (default), margin, fast_cosine, unassigned; softmax for CE."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 256,
     workers: Workers = None,
     cpu: Cpu = False,
@@ -72,10 +94,14 @@ def evaluate_command(
     json_: JsonOpt = False,
 ) -> None:
     """Accuracy of a run: top-1 by exact decoding (nearest assigned center) and by fast O(n_dim) decoding,
-    their agreement, new-class flags, and top-5 where cheap (<= 10,000 classes)."""
+    their agreement, unassigned-vector flags, and top-5 where cheap (<= 10,000 classes). With --unseen-data: AUROC,
+    FPR at 95% TPR and flag rates on known and unseen samples of each open-set score. With --calibrate: a new
+    threshold for `predict`'s new_class, accepting --accept of this data."""
     from ..evaluate import EvalConfig, run_evaluate
 
-    result = run_evaluate(EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels, workers))
+    cfg = EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels, workers)
+    cfg = replace(cfg, unseen_data=unseen_data, unseen_features=unseen_features, calibrate=calibrate)
+    result = run_evaluate(replace(cfg, accept=accept, score=score))
     if not is_main_process():
         return
     if json_:
@@ -86,11 +112,34 @@ def evaluate_command(
     table = Table(title=f"{run_dir} ({result['objective']}, {result['n_classes']:,} classes)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in result.items():
-        if key in ("run", "objective", "n_classes"):
+    for key, value in _flat(result):
+        if key in ("run", "objective", "n_classes") or key.startswith(("open_set.calibration.", "calibration.data")):
             continue
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+        table.add_row(key, _cell(value))
     out_console.print(table)
+    if unseen_data is not None or unseen_features is not None:
+        if result["open_set"]["calibration"] is None and not calibrate:
+            err_console.print(f"note: no calibrated flag rates: {escape(_no_calibration(run_dir))}", soft_wrap=True)
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return escape(str(value))
+    return f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        elif v is not None:
+            yield f"{prefix}{k}", v
+
+
+def _no_calibration(run_dir: Path) -> str:
+    from ..openset import no_calibration_message
+
+    return no_calibration_message(run_dir)
 
 
 @handle_errors
@@ -104,11 +153,21 @@ def predict_command(
     workers: Workers = None,
     cpu: Cpu = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    require_calibration: Annotated[
+        bool,
+        typer.Option(
+            "--require-calibration", help="Fail (and write nothing) unless the run has a new-class calibration."
+        ),
+    ] = False,
 ) -> None:
-    """Predict a label per sample: columns index, label (exact), score (cosine, or softmax for CE), and for
-    generated centers fast_label and new_class (the fast decoder's nearest vector belongs to no class)."""
+    """Predict a label per sample: columns index, label (exact), score (cosine, or softmax for CE); for centers
+    with fast decoding fast_label and unassigned (the fast decoder's nearest vector belongs to no class); with the
+    run's calibration (openset.json) open_score and new_class (open_score below the calibrated threshold)."""
     from ..evaluate import EvalConfig, run_predict
 
-    result = run_predict(EvalConfig(run_dir, data, features, labels, batch_size, cpu, workers=workers), out, overwrite)
+    cfg = EvalConfig(run_dir, data, features, labels, batch_size, cpu, workers=workers)
+    result = run_predict(cfg, out, overwrite, require_calibration)
     err_console.print(f"{result['samples']:,} predictions ({', '.join(result['columns'])})", highlight=False)
+    if result["calibration"] is None:
+        err_console.print(f"note: no new_class column: {escape(_no_calibration(run_dir))}", soft_wrap=True)
     typer.echo(result["path"])
