@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .files import atomic_file
-from .inference import DecisionModule, describe, load
+from .inference import CALIBRATED, DecisionModule, describe, load
 from .stores.writer import check_output_path
 
 __all__ = ["FORMATS", "export_module", "export_run", "read_description"]
@@ -82,10 +82,15 @@ def export_module(module: DecisionModule, example: torch.Tensor, out: str | os.P
 
 
 def export_run(
-    run_dir: str | os.PathLike, out: str | os.PathLike, *, threshold: float | None = None, overwrite: bool = False
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    threshold: float | str | None = CALIBRATED,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a finished run to ``out`` (``.pt2`` or ``.onnx``) and check the file against the run: the loaded
-    artifact must give the run's labels on example inputs. Returns what was written (path, format, bytes)."""
+    artifact must give the run's labels on example inputs. ``threshold``: as in :func:`lscdistill.load` (default:
+    the run's calibrated one). Returns what was written (path, format, bytes, threshold)."""
     out = Path(out)
     fmt = _check_format(out)
     check_output_path(out, overwrite)
@@ -99,7 +104,13 @@ def export_run(
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    return {"path": str(out), "format": fmt, "bytes": out.stat().st_size, "n_classes": classifier.n_classes}
+    return {
+        "path": str(out),
+        "format": fmt,
+        "bytes": out.stat().st_size,
+        "n_classes": classifier.n_classes,
+        "threshold": module.threshold,
+    }
 
 
 def load_artifact(path: str | os.PathLike):

@@ -13,8 +13,9 @@ file's metadata). Labels come from the decoding that needs no table where the ce
   part of the module (memory that grows with n_classes).
 - cross-entropy runs: the classifier's argmax; the score is its softmax probability.
 
-``score`` is the cosine to the returned center (the softmax probability for cross-entropy); with a ``threshold``,
-rows scoring below it are also flagged ``new_class`` (their label stays the best guess). Rows with NaN/Inf get
+``score`` is the cosine to the returned center (the softmax probability for cross-entropy); with a ``threshold``
+(by default the run's calibrated one, see :mod:`lscdistill.openset`), rows scoring below it are also flagged
+``new_class`` (their label stays the best guess). Rows with NaN/Inf get
 label -1 and score NaN and are flagged.
 """
 
@@ -224,10 +225,40 @@ def _open_image(item):
         raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
-def load(run_dir: str | Path, device: str | torch.device | None = None, threshold: float | None = None) -> Classifier:
+CALIBRATED = "calibrated"
+#: calibrations whose score the module computes: cosine to the center (fast_cosine: the same with the fast rule,
+#: which the module applies anyway) and the softmax probability of cross-entropy runs
+MODULE_SCORES = ("cosine", "fast_cosine", "softmax")
+
+
+def run_threshold(run_dir: str | Path, threshold: float | str | None = CALIBRATED) -> float | None:
+    """The new-class threshold for a run's module: ``"calibrated"``: the run's calibration (``openset.json``,
+    written by ``train`` from its validation split or by ``evaluate --calibrate``) when it has one, else none; a
+    number: that; ``None``: none (only the label rule flags)."""
+    if threshold != CALIBRATED:
+        return None if threshold is None else float(threshold)
+    from .openset import load_calibration
+
+    calibration = load_calibration(run_dir)
+    if calibration is None:
+        return None
+    if calibration.score not in MODULE_SCORES:
+        raise ValueError(
+            f"{run_dir} is calibrated on the {calibration.score!r} score, which the exported decision does not "
+            f"compute; recalibrate with `lscdistill evaluate {run_dir} --data VAL --calibrate --score cosine`, or give "
+            "a threshold"
+        )
+    return calibration.threshold
+
+
+def load(
+    run_dir: str | Path, device: str | torch.device | None = None, threshold: float | str | None = CALIBRATED
+) -> Classifier:
     """A finished run as a :class:`Classifier` on ``device`` (default: CUDA when available, else CPU).
 
-    ``threshold``: flag rows scoring below it as new classes (see :class:`DecisionModule`)."""
+    ``threshold``: rows scoring below it are flagged as new classes too (see :class:`DecisionModule`); by default
+    the run's calibrated threshold (:func:`run_threshold`), ``None`` for the label rule alone."""
+    threshold = run_threshold(run_dir, threshold)
     model, centers, meta = load_run(run_dir)
     try:
         preprocess = meta.get("preprocess") if meta["model"]["architecture"] != "mlp" else None

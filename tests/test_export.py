@@ -50,8 +50,10 @@ def runs(tmp_path_factory):
         acc.write(w)
     _ok("snap", root / "means.h5", "--system", "an", "--out", root / "snapped.h5")
     feats = ["--features", root / "x.npy", "--labels", root / "y.npy", "--hidden", "64"]
-    _ok("train", "--data", "digits", "--model", "test_resnet", *FAST, "--out", root / "anr")
-    _ok("train", "--data", "digits", "--model", "test_resnet", "--objective", "ce", *FAST, "--out", root / "ce")
+    feats += ["--val-features", root / "x.npy", "--val-labels", root / "y.npy"]  # runs calibrate on validation data
+    images = ["--data", "digits:train", "--val-data", "digits:val", "--model", "test_resnet"]
+    _ok("train", *images, *FAST, "--out", root / "anr")
+    _ok("train", *images, "--objective", "ce", *FAST, "--out", root / "ce")
     _ok("train", *feats, "--centers", root / "means.h5", *FAST, "--out", root / "means")
     _ok("train", *feats, "--centers", root / "snapped.h5", *FAST, "--out", root / "snapped")
     return root
@@ -87,8 +89,12 @@ def test_api_and_exported_file_give_the_labels_of_predict(runs, kind, tmp_path):
     # csv's score is the exact decoding's: the same cosine wherever the fast rule found an assigned vector
     same = (got.labels >= 0).numpy()
     np.testing.assert_allclose(got.scores.numpy()[same], np.array(csv["score"], dtype=np.float32)[same], atol=1e-4)
-    if "new_class" in csv:
-        np.testing.assert_array_equal(got.new_class.numpy(), np.array(csv["new_class"]) == "1")
+    # new_class: the run's calibrated threshold on the score, and (fast rule) a nearest vector owned by no class
+    flagged = np.array(csv["new_class"]) == "1"
+    if "unassigned" in csv:
+        flagged |= np.array(csv["unassigned"]) == "1"
+    assert 0 < flagged.sum() < len(flagged)
+    np.testing.assert_array_equal(got.new_class.numpy(), flagged)
     out = tmp_path / "model.pt2"
     _ok("export", run, "--out", out)
     label, score, new = load_artifact(out)(x)
@@ -131,13 +137,13 @@ def test_onnx_export_gives_the_same_labels(runs, tmp_path):
 
 def test_threshold_flags_low_scores_and_nan_rows(runs):
     x = _pixels(runs / "anr")[:64]
-    plain = lscdistill.load(runs / "anr", device="cpu").predict(x)
+    plain = lscdistill.load(runs / "anr", device="cpu", threshold=None).predict(x)
     cut = float(plain.scores.median())
     flagged = lscdistill.load(runs / "anr", device="cpu", threshold=cut).predict(x)
     np.testing.assert_array_equal(flagged.new_class.numpy(), (plain.new_class | (plain.scores < cut)).numpy())
     np.testing.assert_array_equal(flagged.labels.numpy(), plain.labels.numpy())  # the best guess is kept
     x[0] = float("nan")
-    bad = lscdistill.load(runs / "anr", device="cpu").predict(x)
+    bad = lscdistill.load(runs / "anr", device="cpu", threshold=None).predict(x)
     assert bad.labels[0] == -1 and bad.new_class[0] and torch.isnan(bad.scores[0])
 
 

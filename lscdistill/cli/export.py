@@ -19,8 +19,15 @@ def export_command(
     ],
     threshold: Annotated[
         float | None,
-        typer.Option("--threshold", help="Also flag rows whose score (cosine to the center) is below this."),
+        typer.Option(
+            "--threshold",
+            help="Also flag rows whose score (cosine to the center) is below this. Default: the run's calibrated "
+            "threshold (openset.json) when it has one.",
+        ),
     ] = None,
+    uncalibrated: Annotated[
+        bool, typer.Option("--uncalibrated", help="No threshold: only the label rule flags new classes.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -35,12 +42,18 @@ def export_command(
     Example: `lscdistill export runs/digits --out digits.pt2`
     """
     from ..export import export_run
+    from ..inference import CALIBRATED
 
-    result = export_run(run_dir, out, threshold=threshold, overwrite=overwrite)
+    if uncalibrated and threshold is not None:
+        raise ValueError("give --threshold or --uncalibrated, not both")
+    chosen = None if uncalibrated else CALIBRATED if threshold is None else threshold
+    result = export_run(run_dir, out, threshold=chosen, overwrite=overwrite)
     if json_:
         typer.echo(json.dumps(result))
         return
+    rule = "no threshold" if result["threshold"] is None else f"new class below score {result['threshold']:.4f}"
     err_console.print(
-        f"{result['format']}: {result['n_classes']:,} classes, {result['bytes'] / 2**20:.2f} MiB", highlight=False
+        f"{result['format']}: {result['n_classes']:,} classes, {rule}, {result['bytes'] / 2**20:.2f} MiB",
+        highlight=False,
     )
     typer.echo(result["path"])
