@@ -13,10 +13,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["Candidates", "VectorSystem", "mark_degenerate", "safe_rows", "unit_rows"]
+__all__ = ["Candidates", "VectorSystem", "cached", "mark_degenerate", "safe_rows", "unit_rows"]
 
 
 _SAFE = (2.0**-40, 2.0**40)  # rows whose largest magnitude lies here have norms that neither overflow nor underflow
+
+
+def cached(cache: dict, key: Any, build: Any) -> Any:
+    """``cache[key]``, built by ``build()`` on a miss. A result holding anything but plain tensors (the fake or
+    functional tensors of ``torch.export``/``torch.compile`` tracing) is returned but not kept, so tracing never
+    leaves placeholders behind for later eager calls."""
+    if key in cache:
+        return cache[key]
+    value = build()
+    parts = value if isinstance(value, (tuple, list)) else (value,)
+    if all(type(t) is torch.Tensor for t in parts):
+        cache[key] = value
+    return value
 
 
 def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

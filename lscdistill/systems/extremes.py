@@ -20,6 +20,7 @@ import torch
 
 __all__ = ["first_outside", "row_extremes"]
 
+
 def _take(x: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     """``count`` times: the first coordinate of the largest (smallest) value, then knocked out of a working copy."""
     work = x.clone() if count > 1 else x

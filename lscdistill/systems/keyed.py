@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from .base import cached
+
 __all__ = ["KeyedPermutation"]
 
 _M32 = 0xFFFFFFFF
@@ -36,6 +38,7 @@ _FACTOR_SEARCH = 100_000  # divisors tried below sqrt(size)
 _TABLE_MAX = 2**16  # cycle-walked domains up to this size are a lookup table
 _BOUND_MAX = 2**24  # ... up to this size run the longest walk's number of rounds (found by walking them all)
 _CHUNK = 2**20
+_PREPARE_MAX = 2**20  # the constructor prepares cycle-walked domains up to this size
 
 
 def _splitmix64(state: int) -> tuple[int, int]:
@@ -103,6 +106,20 @@ class KeyedPermutation:
         self.mask = (1 << self.half) - 1
         self._rounds: int | None = -1  # -1: not computed yet
         self._tables: dict[tuple[torch.device, bool], torch.Tensor] = {}
+        if self.radix is None and 1 < self.size <= _PREPARE_MAX:  # now, not while a caller traces or exports
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Build the CPU tables (small domains) or find the walk bound (larger ones) of a cycle-walked domain.
+
+        Done by the constructor up to ``2**20`` elements; call it before ``torch.export``/``torch.compile`` for
+        a larger cycle-walked domain, so that the (data-dependent) preparation is not traced.
+        """
+        if self.radix is None and self.size > 1:
+            if self.size <= _TABLE_MAX:
+                self._table(torch.device("cpu"), False), self._table(torch.device("cpu"), True)
+            else:
+                self.walk_rounds  # noqa: B018 - computes and caches the bound
 
     # ------------------------------------------------------------------------------------- mixed radix
     def _radix(self, v: torch.Tensor, inverse: bool) -> torch.Tensor:
@@ -150,10 +167,12 @@ class KeyedPermutation:
 
     def _table(self, device: torch.device, inverse: bool) -> torch.Tensor:
         if (device, inverse) not in self._tables:
-            forward = self._walk_loop(torch.arange(self.size), inverse=False)
-            table = torch.empty_like(forward).scatter_(0, forward, torch.arange(self.size)) if inverse else forward
-            self._tables[(device, inverse)] = table.to(device)
-        return self._tables[(device, inverse)]
+            cpu = torch.device("cpu")
+            if (cpu, inverse) not in self._tables:
+                forward = self._walk_loop(torch.arange(self.size), inverse=False)
+                table = torch.empty_like(forward).scatter_(0, forward, torch.arange(self.size)) if inverse else forward
+                self._tables[(cpu, inverse)] = table
+        return cached(self._tables, (device, inverse), lambda: self._tables[(cpu, inverse)].to(device))
 
     def _walk(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
         if self.size <= _TABLE_MAX:

@@ -152,6 +152,8 @@ class Family:
     Slots are numbered group by group; ``positions(idx)[:, s]`` is the coordinate of slot ``s``.
     """
 
+    by_variants = True  #: the nearest member is the best of :meth:`variants`, scored from the rank table
+
     def __init__(self, groups: Sequence[tuple[float, int]], n_coords: int) -> None:
         if any(k not in (1, 2) for _, k in groups):
             raise ValueError("groups of 1 or 2 equal values are supported")
@@ -271,6 +273,7 @@ class PositiveRoots(Family):
     def __init__(self, n_coords: int) -> None:
         super().__init__([(1.0, 1), (-1.0, 1)], n_coords)
         self.size = math.comb(self.n_coords, 2)
+        self.by_variants = False  # a prefix maximum, not the rearrangement variants
 
     def positions(self, idx: torch.Tensor) -> torch.Tensor:
         return _unrank_pair(idx)
@@ -380,7 +383,7 @@ class PatternSystem(VectorSystem):
         self._offsets = list(itertools.accumulate([0] + [f.size for f in self.families]))
         self._definition = dict(definition or {})
         self._drop = projection == "drop_last"
-        self._plan: RankPlan | None = None
+        self._plan = RankPlan(self.families, self._drop, self.n_coords - self._drop, self.n_coords)
 
     def _describe_extra(self) -> dict[str, Any]:
         return {**self._definition, "projection": self.projection}
@@ -423,15 +426,10 @@ class PatternSystem(VectorSystem):
         return helmert_t(z) if self.projection == "orthonormal" else z
 
     # ---------------------------------------------------------------------------------------- nearest
-    def _rank_plan(self) -> RankPlan:
-        if self._plan is None:
-            self._plan = RankPlan(self.families, self._drop, self.n_coords - self._drop, self.n_coords)
-        return self._plan
-
     def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Branch-free: the extreme coordinates every family needs are found once (fixed shapes, no host sync),
         # then every family scores all its variants from them. Ties: see the module docstring.
-        plan = self._rank_plan()
+        plan = self._plan
         lifted = self._lift(x)
         ranks = plan.ranks(lifted) if plan.n_cols else Ranks(lifted, lifted[:, :0].long(), lifted[:, :0])
         indices, scores = [], []

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from .base import cached
 from .extremes import first_outside, row_extremes
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class RankPlan:
             col += self.blocks[p]
         self.drop_col = col if drop_last else None
         self.n_cols = col + int(drop_last)
+        self._layouts = {id(f): self._layout(f) for f in families if f.by_variants}  # Python lists, built once
         self._tables: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     def column(self, kind: str, j: int, p: int = 0) -> int:
@@ -79,6 +81,27 @@ class RankPlan:
             values = torch.cat([values, values.new_zeros((b, 1))], dim=1)
         return Ranks(x, coords, values)
 
+    def _layout(self, family: Family) -> tuple[list, list, list, list]:
+        dot_cols, vals, norms, pos_cols = [], [], [], []
+        slots = len(family.slot_values)
+        pad = self.drop_col if self.drop_col is not None else 0
+        for var in family.variants(self.drop_last):
+            p = len(var.pos_slots)
+            dots = [self.column("top", j) for j in range(p)]
+            dots += [self.column("bottom", j, p) for j in range(len(var.neg_slots))]
+            dot_cols.append(dots + [pad] * (slots - len(dots)))
+            vals.append([*var.pos_vals, *var.neg_vals] + [0.0] * (slots - len(dots)))
+            norms.append(var.norm)
+            where = [0] * slots
+            for j, s in enumerate(var.pos_slots):
+                where[s] = self.column("top", j)
+            for j, s in enumerate(var.neg_slots):
+                where[s] = self.column("bottom", j, p)
+            if var.drop_slot is not None:
+                where[var.drop_slot] = self.column("drop", 0)
+            pos_cols.append(where)
+        return dot_cols, vals, norms, pos_cols
+
     def tables(self, family: Family, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """``(dot_cols [V, S], vals [V, S], norms [V], pos_cols [V, S])`` of the family's variants, cached.
 
@@ -86,30 +109,14 @@ class RankPlan:
         largest first, then negatives, most negative first; padded with the dropped column times 0, which adds an
         exact zero); ``pos_cols[v, s]`` is the column holding the coordinate of slot ``s``.
         """
-        key = (id(family), device, dtype)
-        if key not in self._tables:
-            dot_cols, vals, norms, pos_cols = [], [], [], []
-            slots = len(family.slot_values)
-            for var in family.variants(self.drop_last):
-                p = len(var.pos_slots)
-                dots = [self.column("top", j) for j in range(p)]
-                dots += [self.column("bottom", j, p) for j in range(len(var.neg_slots))]
-                pad = self.drop_col if self.drop_col is not None else 0
-                dot_cols.append(dots + [pad] * (slots - len(dots)))
-                vals.append([*var.pos_vals, *var.neg_vals] + [0.0] * (slots - len(dots)))
-                norms.append(var.norm)
-                where = [0] * slots
-                for j, s in enumerate(var.pos_slots):
-                    where[s] = self.column("top", j)
-                for j, s in enumerate(var.neg_slots):
-                    where[s] = self.column("bottom", j, p)
-                if var.drop_slot is not None:
-                    where[var.drop_slot] = self.column("drop", 0)
-                pos_cols.append(where)
-            self._tables[key] = (
+        dot_cols, vals, norms, pos_cols = self._layouts[id(family)]
+        return cached(
+            self._tables,
+            (id(family), device, dtype),
+            lambda: (
                 torch.tensor(dot_cols, dtype=torch.long, device=device),
                 torch.tensor(vals, dtype=dtype, device=device),
                 torch.tensor(norms, dtype=dtype, device=device),
                 torch.tensor(pos_cols, dtype=torch.long, device=device),
-            )
-        return self._tables[key]
+            ),
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .base import Candidates, VectorSystem
+from .base import Candidates, VectorSystem, cached
 from .keyed import KeyedPermutation, feistel_radix
 
 __all__ = ["ShuffledSystem"]
@@ -45,18 +45,22 @@ class ShuffledSystem(VectorSystem):
 
     def _constants(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Per-level starts, radices and keys as tensors on ``device`` (built once; a few hundred bytes)."""
-        if device not in self._consts:
-            radix = [self._levels[k][1] for k in self._radix_levels]
-            ones = [(1, 1)] * len(self._levels)
-            keys = [[0] * len(radix[0].keys) if radix else [] for _ in self._levels]
-            for k, perm in zip(self._radix_levels, radix, strict=True):
-                ones[k], keys[k] = perm.radix, perm.keys
-            self._consts[device] = {
-                "starts": torch.tensor([lo for lo, _ in self._levels], device=device),
-                "radix": torch.tensor(ones, device=device),
-                "keys": torch.tensor(keys, dtype=torch.long, device=device),
-            }
-        return self._consts[device]
+        radix = [self._levels[k][1] for k in self._radix_levels]
+        ones = [(1, 1)] * len(self._levels)
+        keys = [[0] * len(radix[0].keys) if radix else [] for _ in self._levels]
+        for k, perm in zip(self._radix_levels, radix, strict=True):
+            ones[k], keys[k] = perm.radix, perm.keys
+        starts = [lo for lo, _ in self._levels]
+        built = cached(
+            self._consts,
+            device,
+            lambda: (
+                torch.tensor(starts, device=device),
+                torch.tensor(ones, device=device),
+                torch.tensor(keys, dtype=torch.long, device=device),
+            ),
+        )
+        return dict(zip(("starts", "radix", "keys"), built, strict=True))
 
     def _map(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
         if not self._radix_levels and not self._walk_levels:
