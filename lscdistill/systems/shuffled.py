@@ -81,8 +81,8 @@ class ShuffledSystem(VectorSystem):
             out = torch.where(level == k, mapped, out) if mixed else mapped
         elif self._radix_levels:  # per-index radices and keys (1 and 0 outside the radix levels)
             radix = c["radix"][level]
-            mapped = feistel_radix(local, radix[:, 0], radix[:, 1], c["keys"][level].unbind(1), inverse)
-            out = torch.where(radix[:, 0] > 1, mapped, out) if mixed else mapped
+            mapped = feistel_radix(local, radix[..., 0], radix[..., 1], c["keys"][level].unbind(-1), inverse)
+            out = torch.where(radix[..., 0] > 1, mapped, out) if mixed else mapped
         for k in self._walk_levels:
             perm = self._levels[k][1]
             part = local.clamp(max=perm.size - 1)
