@@ -20,7 +20,12 @@ A :class:`PatternSystem` stacks families (grouped into levels) and projects them
 
 Ties between coordinates go to the lower coordinate index (``argmax``/``argmin`` return the first
 occurrence); ties between variants and families go to the one listed first (roots before interpolated
-vectors).
+vectors). On an exact tie between system vectors the fast decoder is thus deterministic but does not always return
+the lower system index, which is the exact decoder's rule (the cosine is the same).
+
+The search (:meth:`PatternSystem.nearest`) is a branch-free tensor program: the extreme coordinates all families
+need are found once (:class:`~lscdistill.systems.ranks.RankPlan`), every variant is scored from them, and the best
+is picked with ``argmax``: fixed shapes, no host synchronization, exportable with ``torch.export``.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def _unskip(pos: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- rankings
 class _Ranked:
-    """Largest and smallest coordinates of each row of ``x``, computed on demand and shared by all variants.
+    """Largest and smallest coordinates of each row of ``x``, computed on demand (the exact decoder's shortlist).
 
     ``top(p)`` are the ``p`` largest coordinates (descending, ties to the lower index); ``bottom(p, q)`` the
     ``q`` smallest among the coordinates *outside* ``top(p)`` (ascending), so the two never overlap.
