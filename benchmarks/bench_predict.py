@@ -10,6 +10,9 @@ interpolation level (56.8M vectors; the first 1.28M indices are all 147,840 root
   classifier head costs; building the table is not timed).
 - ``faiss``: ``IndexFlatIP`` over the same unit-norm table, ``search(z, 1)``, default settings; on CUDA only
   with a GPU build of FAISS (skipped with a note otherwise, as when FAISS is not installed).
+- ``fast-compiled``: the same fast predict under ``torch.compile(fullgraph=True, dynamic=False)`` (the decoder is a
+  branch-free tensor program: one graph, no host sync), at the largest class count only (compiling takes a while);
+  checked equal to eager. Compile time goes into the note, not the timing.
 - ``floor``: ``z.sum()``, reading the batch once: no decoder can be faster.
 
 Inputs: ``near-center`` (a class center plus noise, cosine ~0.9: what a trained model gives) and ``gaussian``
@@ -21,6 +24,7 @@ check: fast, exact and FAISS agree with brute force.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -33,6 +37,7 @@ from lscdistill.systems import create_system
 from ._common import Section, headline, measure, measure_interleaved, ratio
 
 TARGETS = {"brute": 500.0, "faiss": 300.0}  # fast decoder speedups the issue asks for at TARGET_CLASSES
+FLOOR_TARGET = 30.0  # fast decoder at most this many times the floor at TARGET_CLASSES (eager and compiled)
 TARGET_CLASSES = 1_281_167
 CHUNK = 65_536
 
@@ -46,6 +51,7 @@ class Config:
     repeats: int = 30  # at most, for the floor, fast and exact
     slow_repeats: int = 3  # at most, for brute force and FAISS
     budget_s: float = 20.0  # stop repeating one figure after this long (at least 3 repetitions)
+    compiled: bool = True  # also time the fast predict under torch.compile at the largest class count
 
     @classmethod
     def quick(cls) -> Config:
@@ -105,8 +111,11 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
     table = torch.cat([centers.gather(torch.arange(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]).to(device)
     index, _resources = _flat_index(faiss, table) if faiss else (None, None)
     slow: dict = {}  # brute force and FAISS cost the same on any inputs: timed on the first ones only
+    compiled, compile_note = _compiled(centers, next(iter(_inputs(centers, cfg, device).values())), n, cfg)
     for name, z in _inputs(centers, cfg, device).items():
         fns = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
+        if compiled is not None:
+            fns["fast-compiled"] = partial(compiled, z)
         timed = measure_interleaved(fns, device, cfg.repeats, budget_s=cfg.budget_s)
         t = {name: stat for name, (stat, _) in timed.items()}
         r = {name: result for name, (_, result) in timed.items()}
@@ -125,6 +134,9 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
         else:
             slow = {k: t[k] for k in ("brute", "faiss") if k in t}
         fast, exact = r["fast"], r["exact"]
+        if compiled is not None:
+            same = torch.equal(r["fast-compiled"][0], fast.labels)
+            notes["fast-compiled"] = f"{compile_note}; labels {'equal' if same else 'DIFFER from'} eager"
         answered = ~fast.new_class
         agree = float((fast.labels[answered] == brute_idx[answered]).float().mean()) if answered.any() else 0.0
         notes["fast"] = f"{int(fast.new_class.sum())} new-class flags, {agree:.1%} of the rest agree"
@@ -143,5 +155,32 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
                     headline(f"{base} / fast", ratio(t[base], t["fast"]), n_classes=n, case=name, target=target)
                 )
         section.headlines.append(headline("brute / exact", ratio(t["brute"], t["exact"]), n_classes=n, case=name))
-        above = ratio(t["fast"], t["floor"], paired=True)
-        section.headlines.append(headline("fast / floor (x above the floor)", above, n_classes=n, case=name))
+        target = FLOOR_TARGET if n == TARGET_CLASSES else None
+        for method in ("fast", "fast-compiled"):
+            if method in t:
+                above = ratio(t[method], t["floor"], paired=True)
+                section.headlines.append(
+                    headline(
+                        f"{method} / floor (x above the floor)",
+                        above,
+                        n_classes=n,
+                        case=name,
+                        target=target,
+                        higher_is_better=False,
+                    )
+                )
+
+
+def _compiled(centers: SystemCenters, z: torch.Tensor, n: int, cfg: Config):
+    """The fast predict compiled with ``fullgraph=True`` at the largest class count: ``(fn, note)``."""
+    if not cfg.compiled or n != max(cfg.classes):
+        return None, ""
+
+    def fast(z):
+        p = centers.predict(z, "fast")
+        return p.labels, p.cosine, p.new_class
+
+    start = time.perf_counter()
+    fn = torch.compile(fast, fullgraph=True, dynamic=False)
+    fn(z)
+    return fn, f"compiled in {time.perf_counter() - start:.0f} s"

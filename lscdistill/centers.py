@@ -18,7 +18,7 @@ import torch
 from .decode import exact_nearest
 from .planner import fit_message
 from .systems import create_system
-from .systems.base import VectorSystem, mark_degenerate, unit_rows
+from .systems.base import VectorSystem, cached, mark_degenerate, unit_rows
 
 __all__ = [
     "Centers",
@@ -286,10 +286,11 @@ class SnappedCenters(StoreCenters):
         return f"SnappedCenters({self.store.path}, {self.system!r}, n_classes={self.n_classes})"
 
     def _inverse_map(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._inverse:
+        def build():
             index = torch.from_numpy(self.store.dataset("system_index")[:]).long()
-            self._inverse[device] = tuple(t.to(device) for t in torch.sort(index))
-        return self._inverse[device]
+            return tuple(t.to(device) for t in torch.sort(index))
+
+        return cached(self._inverse, device, build)  # never keeps a traced (fake) tensor
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
         self._check_mode(mode)

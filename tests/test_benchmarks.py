@@ -16,7 +16,14 @@ from rich.console import Console
 from benchmarks.runner import run_suite
 
 TINY = {
-    "predict": {"classes": (500, 1056, 3000), "n_dim": 32, "batch": 64, "repeats": 2, "slow_repeats": 2}
+    "predict": {
+        "classes": (500, 1056, 3000),
+        "n_dim": 32,
+        "batch": 64,
+        "repeats": 2,
+        "slow_repeats": 2,
+        "compiled": False,  # compiling is slow on 2 cores: tests/test_decoder.py compiles the decoder (slow)
+    }
     | {"inputs": ("near-center", "gaussian")},
     "inference": {"classes": (1056, 3000), "sweep": (10,), "batch": 64, "in_dim": 16, "hidden": 32, "n_dim": 32}
     | {"repeats": 2},

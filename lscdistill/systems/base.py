@@ -13,31 +13,44 @@ from typing import Any
 
 import torch
 
-__all__ = ["Candidates", "VectorSystem", "mark_degenerate", "safe_rows", "unit_rows"]
+__all__ = ["Candidates", "VectorSystem", "cached", "mark_degenerate", "safe_rows", "unit_rows"]
 
 
 _SAFE = (2.0**-40, 2.0**40)  # rows whose largest magnitude lies here have norms that neither overflow nor underflow
 
 
-def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows of ``z [B, D]`` made safe for norms and dot products, without a full division when possible.
+def cached(cache: dict, key: Any, build: Any) -> Any:
+    """``cache[key]``, built by ``build()`` on a miss. A result holding anything but plain tensors (the fake or
+    functional tensors of ``torch.export``/``torch.compile`` tracing) is returned but not kept, so tracing never
+    leaves placeholders behind for later eager calls."""
+    if key in cache:
+        return cache[key]
+    value = build()
+    parts = value if isinstance(value, (tuple, list)) else (value,)
+    if all(type(t) is torch.Tensor for t in parts):
+        cache[key] = value
+    return value
 
-    Rows whose largest magnitude is outside ``[2**-40, 2**40]`` are rescaled by it (so 1e35 does not overflow
-    a float32 norm, nor 1e-40 underflow); the others are left as they are. Half-precision input is computed in
-    float32.
+
+def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of ``z [B, D]`` made safe for norms and dot products: a branch-free tensor program.
+
+    Rows whose largest magnitude is outside ``[2**-40, 2**40]`` are divided by it (so 1e35 does not overflow
+    a float32 norm, nor 1e-40 underflow); the others are divided by 1 (left as they are). Half-precision input
+    is computed in float32. No value of ``z`` decides which operations run (no host synchronization).
 
     Returns:
         ``(x [B, D], norm [B, 1], ok [B], finite [B])``: ``ok`` is False for zero and non-finite rows, whose
-        ``x`` row is an arbitrary placeholder (never NaN); ``finite`` is False for rows with NaN or Inf.
+        ``x`` row is a placeholder of ones (never NaN); ``finite`` is False for rows with NaN or Inf.
     """
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()  # half precision cannot separate 60-degree neighbours reliably at large n_dim
-    scale = z.abs().amax(dim=1, keepdim=True)  # NaN and Inf propagate into the row's scale
+    # max |z| without an |z| copy; maximum() propagates NaN, and an Inf makes the scale Inf
+    scale = torch.maximum(z.amax(dim=1, keepdim=True), -z.amin(dim=1, keepdim=True))
     finite = torch.isfinite(scale)
     ok = finite & (scale > 0)
-    outside = ~ok | (scale < _SAFE[0]) | (scale > _SAFE[1])
-    if bool(outside.any()):
-        z = torch.where(ok, z / torch.where(outside & ok, scale, 1.0), 1.0)
+    outside = (scale < _SAFE[0]) | (scale > _SAFE[1])
+    z = torch.where(ok, z / torch.where(outside & ok, scale, 1.0), 1.0)
     return z, torch.linalg.vector_norm(z, dim=1, keepdim=True), ok.squeeze(1), finite.squeeze(1)
 
 

@@ -9,6 +9,13 @@ and CUDA, for any batch shape):
   radix. Every round is a bijection of ``Z_A x Z_B``, so no cycle-walking is needed.
 - **binary Feistel with cycle-walking** otherwise: a balanced Feistel network over ``2**(2h) >= size``
   values, re-applied until the value falls below ``size`` (a bijection restricted to ``[0, size)``).
+
+Both directions are fixed-shape tensor programs (no host synchronization, no data-dependent branch), so they export
+and compile: the mixed-radix rounds are plain arithmetic; cycle-walking runs a fixed number of rounds, the longest
+walk of the domain (found once by walking every index, up to ``2**24`` elements), each round kept only where the
+value is still outside, and below ``2**16`` elements both directions are a gathered table (``16 * size`` bytes,
+built once). Only a cycle-walked domain above ``2**24`` that no registered system produces falls back to a loop
+that runs until every value is inside (data-dependent).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .base import cached
 
 __all__ = ["KeyedPermutation"]
 
@@ -26,6 +35,10 @@ _SHIFT = 17  # take the well-mixed middle bits of the product
 _MIN_RADIX = 16
 _MAX_RADIX = 2**31
 _FACTOR_SEARCH = 100_000  # divisors tried below sqrt(size)
+_TABLE_MAX = 2**16  # cycle-walked domains up to this size are a lookup table
+_BOUND_MAX = 2**24  # ... up to this size run the longest walk's number of rounds (found by walking them all)
+_CHUNK = 2**20
+_PREPARE_MAX = 2**20  # the constructor prepares cycle-walked domains up to this size
 
 
 def _splitmix64(state: int) -> tuple[int, int]:
@@ -40,6 +53,20 @@ def _splitmix64(state: int) -> tuple[int, int]:
 def _hash(v: torch.Tensor, key: int) -> torch.Tensor:
     """Keyed multiplicative hash of values below 2**31 (key below 2**32)."""
     return ((v ^ key) * _MIX) >> _SHIFT
+
+
+def feistel_radix(v: torch.Tensor, big_a, big_b, keys, inverse: bool) -> torch.Tensor:
+    """Mixed-radix Feistel rounds on ``v`` in ``[0, big_a * big_b)``; radices and keys are ints or per-element
+    int64 tensors (so several domains can be permuted in one pass)."""
+    a, b = v // big_b, v % big_b
+    order = list(enumerate(keys))
+    for r, key in reversed(order) if inverse else order:
+        sign = -1 if inverse else 1
+        if r % 2 == 0:
+            b = (b + sign * (_hash(a, key) % big_b)) % big_b
+        else:
+            a = (a + sign * (_hash(b, key) % big_a)) % big_a
+    return a * big_b + b
 
 
 def _balanced_factor(size: int) -> tuple[int, int] | None:
@@ -77,19 +104,26 @@ class KeyedPermutation:
         bits = max(2, (self.size - 1).bit_length())
         self.half = (bits + 1) // 2
         self.mask = (1 << self.half) - 1
+        self._rounds: int | None = -1  # -1: not computed yet
+        self._tables: dict[tuple[torch.device, bool], torch.Tensor] = {}
+        if self.radix is None and 1 < self.size <= _PREPARE_MAX:  # now, not while a caller traces or exports
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Build the CPU tables (small domains) or find the walk bound (larger ones) of a cycle-walked domain.
+
+        Done by the constructor up to ``2**20`` elements; call it before ``torch.export``/``torch.compile`` for
+        a larger cycle-walked domain, so that the (data-dependent) preparation is not traced.
+        """
+        if self.radix is None and self.size > 1:
+            if self.size <= _TABLE_MAX:
+                self._table(torch.device("cpu"), False), self._table(torch.device("cpu"), True)
+            else:
+                self.walk_rounds  # noqa: B018 - computes and caches the bound
 
     # ------------------------------------------------------------------------------------- mixed radix
     def _radix(self, v: torch.Tensor, inverse: bool) -> torch.Tensor:
-        big_a, big_b = self.radix
-        a, b = v // big_b, v % big_b
-        order = list(enumerate(self.keys))
-        for r, key in reversed(order) if inverse else order:
-            sign = -1 if inverse else 1
-            if r % 2 == 0:
-                b = (b + sign * (_hash(a, key) % big_b)) % big_b
-            else:
-                a = (a + sign * (_hash(b, key) % big_a)) % big_a
-        return a * big_b + b
+        return feistel_radix(v, *self.radix, self.keys, inverse)
 
     # ------------------------------------------------------------------------------------- binary + walk
     def _encrypt(self, v: torch.Tensor) -> torch.Tensor:
@@ -104,7 +138,8 @@ class KeyedPermutation:
             left, right = right ^ (_hash(left, key) & self.mask), left
         return (left << self.half) | right
 
-    def _walk(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
+    def _walk_loop(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
+        """Cycle-walking until every value is inside: a data-dependent loop (tables and bounds are built with it)."""
         step = self._decrypt if inverse else self._encrypt
         out = step(idx)
         outside = out >= self.size
@@ -113,9 +148,47 @@ class KeyedPermutation:
             outside = out >= self.size
         return out
 
+    @property
+    def walk_rounds(self) -> int | None:
+        """Steps of the longest cycle walk of this domain (the same both ways), or ``None`` above ``2**24``."""
+        if self._rounds == -1:
+            self._rounds = None
+            if self.size <= _BOUND_MAX:
+                longest = 1
+                for start in range(0, self.size, _CHUNK):
+                    v = self._encrypt(torch.arange(start, min(start + _CHUNK, self.size)))
+                    steps = 1
+                    while bool((v >= self.size).any()):
+                        v = torch.where(v >= self.size, self._encrypt(v), v)
+                        steps += 1
+                    longest = max(longest, steps)
+                self._rounds = longest
+        return self._rounds
+
+    def _table(self, device: torch.device, inverse: bool) -> torch.Tensor:
+        if (device, inverse) not in self._tables:
+            cpu = torch.device("cpu")
+            if (cpu, inverse) not in self._tables:
+                forward = self._walk_loop(torch.arange(self.size), inverse=False)
+                table = torch.empty_like(forward).scatter_(0, forward, torch.arange(self.size)) if inverse else forward
+                self._tables[(cpu, inverse)] = table
+        return cached(self._tables, (device, inverse), lambda: self._tables[(cpu, inverse)].to(device))
+
+    def _walk(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
+        if self.size <= _TABLE_MAX:
+            return self._table(idx.device, inverse)[idx]
+        rounds = self.walk_rounds
+        if rounds is None:
+            return self._walk_loop(idx, inverse)
+        step = self._decrypt if inverse else self._encrypt
+        out = step(idx)
+        for _ in range(rounds - 1):  # fixed count: a value inside stays as it is
+            out = torch.where(out >= self.size, step(out), out)
+        return out
+
     def _apply(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
         idx = idx.long()
-        if self.size <= 1 or idx.numel() == 0:
+        if self.size <= 1:
             return idx.clone()
         return self._radix(idx, inverse) if self.radix else self._walk(idx, inverse)
 

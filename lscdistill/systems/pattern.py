@@ -20,7 +20,12 @@ A :class:`PatternSystem` stacks families (grouped into levels) and projects them
 
 Ties between coordinates go to the lower coordinate index (``argmax``/``argmin`` return the first
 occurrence); ties between variants and families go to the one listed first (roots before interpolated
-vectors).
+vectors). On an exact tie between system vectors the fast decoder is thus deterministic but does not always return
+the lower system index, which is the exact decoder's rule (the cosine is the same).
+
+The search (:meth:`PatternSystem.nearest`) is a branch-free tensor program: the extreme coordinates all families
+need are found once (:class:`~lscdistill.systems.ranks.RankPlan`), every variant is scored from them, and the best
+is picked with ``argmax``: fixed shapes, no host synchronization, exportable with ``torch.export``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import torch
 
 from .base import Candidates, VectorSystem
+from .ranks import RankPlan, Ranks
 
 __all__ = ["Family", "PatternSystem", "PositiveRoots", "helmert", "helmert_t"]
 
@@ -69,7 +75,7 @@ def _unskip(pos: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- rankings
 class _Ranked:
-    """Largest and smallest coordinates of each row of ``x``, computed on demand and shared by all variants.
+    """Largest and smallest coordinates of each row of ``x``, computed on demand (the exact decoder's shortlist).
 
     ``top(p)`` are the ``p`` largest coordinates (descending, ties to the lower index); ``bottom(p, q)`` the
     ``q`` smallest among the coordinates *outside* ``top(p)`` (ascending), so the two never overlap.
@@ -151,6 +157,8 @@ class Family:
     Slots are numbered group by group; ``positions(idx)[:, s]`` is the coordinate of slot ``s``.
     """
 
+    by_variants = True  #: the nearest member is the best of :meth:`variants`, scored from the rank table
+
     def __init__(self, groups: Sequence[tuple[float, int]], n_coords: int) -> None:
         if any(k not in (1, 2) for _, k in groups):
             raise ValueError("groups of 1 or 2 equal values are supported")
@@ -184,16 +192,18 @@ class Family:
     def index(self, pos: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`positions` for ``[..., n_slots]`` coordinates (any order within a group)."""
         idx = torch.zeros(pos.shape[:-1], dtype=torch.long, device=pos.device)
-        occupied = pos.new_empty((*pos.shape[:-1], 0))
+        occupied = pos[..., :0]
         start = 0
         for (_, k), stride in zip(self.groups, self._strides, strict=True):
             p = pos[..., start : start + k]
-            if k == 2:
-                p = torch.sort(p, dim=-1).values
-            rel = _unskip(p, occupied)
-            r = rel[..., 0] if k == 1 else _comb2(rel[..., 1]) + rel[..., 0]
+            if k == 1:
+                r = _unskip(p, occupied)[..., 0]
+            else:
+                lo = torch.minimum(p[..., :1], p[..., 1:])
+                hi = torch.maximum(p[..., :1], p[..., 1:])
+                r = (_comb2(_unskip(hi, occupied)) + _unskip(lo, occupied))[..., 0]
             idx = idx + r * stride
-            occupied = torch.sort(torch.cat([occupied, p], dim=-1), dim=-1).values
+            occupied = torch.cat([occupied, p], dim=-1)
             start += k
         return idx
 
@@ -214,21 +224,23 @@ class Family:
                 out.append(_Variant(self, s))
         return [v for v in out if v.n_placed <= self.n_coords - 1]
 
-    def best(self, ranked: _Ranked, drop_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member of largest cosine with each row: ``(positions [B, n_slots], score [B])``.
+    def rank_needs(self, drop_last: bool) -> list[tuple[int, int]]:
+        """``(p, q)`` of each search variant: it reads the ``p`` largest coordinates and ``bottom(p, q)``."""
+        return [(len(v.pos_slots), len(v.neg_slots)) for v in self.variants(drop_last)]
 
-        ``score`` is ``x . v / |v|`` with ``|v|`` the norm after projection.
+    def best(self, ranks: Ranks, plan: RankPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member of largest cosine with each row: ``(positions [B, n_slots], score [B])``, branch-free.
+
+        ``score`` is ``x . v / |v|`` with ``|v|`` the norm after projection. All variants are scored at once from
+        the rank table; ties between variants go to the first (the variant without a dropped coordinate, then
+        the dropped values in slot order).
         """
-        positions, scores = [], []
-        for var in self.variants(drop_last):
-            coords, dot = ranked.place(var.pos_vals, var.neg_vals)
-            pos = torch.empty((coords.shape[0], len(self.slot_values)), dtype=torch.long, device=coords.device)
-            pos[:, var.pos_slots + var.neg_slots] = coords
-            if var.drop_slot is not None:
-                pos[:, var.drop_slot] = self.n_coords - 1
-            positions.append(pos)
-            scores.append(dot / var.norm)
-        return _pick(positions, scores)
+        dot_cols, vals, norms, pos_cols = plan.tables(self, ranks.values.device, ranks.values.dtype)
+        score = (ranks.values[:, dot_cols] * vals).sum(dim=-1) / norms  # [B, V]
+        if score.shape[1] == 1:
+            return ranks.coords.gather(1, pos_cols.expand(score.shape[0], -1)), score[:, 0]
+        k = score.argmax(dim=1)  # first maximum
+        return ranks.coords.gather(1, pos_cols[k]), score.gather(1, k[:, None]).squeeze(1)
 
     @lru_cache(maxsize=2)  # noqa: B019
     def bound_variants(self, drop_last: bool) -> list[tuple[float, _Variant]]:
@@ -266,6 +278,7 @@ class PositiveRoots(Family):
     def __init__(self, n_coords: int) -> None:
         super().__init__([(1.0, 1), (-1.0, 1)], n_coords)
         self.size = math.comb(self.n_coords, 2)
+        self.by_variants = False  # a prefix maximum, not the rearrangement variants
 
     def positions(self, idx: torch.Tensor) -> torch.Tensor:
         return _unrank_pair(idx)
@@ -277,8 +290,11 @@ class PositiveRoots(Family):
     def valid(self, pos: torch.Tensor) -> torch.Tensor:
         return pos[..., 0] < pos[..., 1]
 
-    def best(self, ranked: _Ranked, drop_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        x = ranked.x
+    def rank_needs(self, drop_last: bool) -> list[tuple[int, int]]:
+        return [(1, 0)] if drop_last else []  # the largest coordinate, for -1 on the dropped one
+
+    def best(self, ranks: Ranks, plan: RankPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ranks.x
         b, m = x.shape
         positions, scores = [], []
         if m >= 2:  # both slots on kept coordinates
@@ -289,21 +305,23 @@ class PositiveRoots(Family):
             i = torch.where(cols < j, x, -_INF).argmax(dim=1, keepdim=True)
             positions.append(torch.cat([i, j], dim=1))
             scores.append(gain.gather(1, j).squeeze(1) / math.sqrt(2.0))
-        if drop_last:  # -1 on the dropped (largest) coordinate: e_i - e_N projects to e_i, norm 1
-            i = x.argmax(dim=1, keepdim=True)
+        if plan.drop_last:  # -1 on the dropped (largest) coordinate: e_i - e_N projects to e_i, norm 1
+            top = plan.column("top", 0)
+            i = ranks.coords[:, top : top + 1]
             positions.append(torch.cat([i, torch.full_like(i, self.n_coords - 1)], dim=1))
-            scores.append(x.gather(1, i).squeeze(1))
+            scores.append(ranks.values[:, top])
         return _pick(positions, scores)
 
 
 def _pick(positions: list[torch.Tensor], scores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the candidate of highest score; ties go to the first in the list."""
+    """Per row, the candidate of highest score; ties go to the first in the list (``argmax``: first maximum)."""
     if len(scores) == 1:
         return positions[0], scores[0]
     score = torch.stack(scores, dim=1)
-    k = score.argmax(dim=1)
-    pos = torch.stack(positions, dim=1)[torch.arange(k.shape[0], device=k.device), k]
-    return pos, score.gather(1, k[:, None]).squeeze(1)
+    k = score.argmax(dim=1, keepdim=True)
+    pos = torch.stack(positions, dim=1)
+    pos = pos.gather(1, k.unsqueeze(2).expand(-1, 1, pos.shape[2])).squeeze(1)
+    return pos, score.gather(1, k).squeeze(1)
 
 
 # ------------------------------------------------------------------------------------------ projections
@@ -370,6 +388,7 @@ class PatternSystem(VectorSystem):
         self._offsets = list(itertools.accumulate([0] + [f.size for f in self.families]))
         self._definition = dict(definition or {})
         self._drop = projection == "drop_last"
+        self._plan = RankPlan(self.families, self._drop, self.n_coords - self._drop, self.n_coords)
 
     def _describe_extra(self) -> dict[str, Any]:
         return {**self._definition, "projection": self.projection}
@@ -413,10 +432,14 @@ class PatternSystem(VectorSystem):
 
     # ---------------------------------------------------------------------------------------- nearest
     def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ranked = _Ranked(self._lift(x))
+        # Branch-free: the extreme coordinates every family needs are found once (fixed shapes, no host sync),
+        # then every family scores all its variants from them. Ties: see the module docstring.
+        plan = self._plan
+        lifted = self._lift(x)
+        ranks = plan.ranks(lifted) if plan.n_cols else Ranks(lifted, lifted[:, :0].long(), lifted[:, :0])
         indices, scores = [], []
         for fam, lo in zip(self.families, self._offsets, strict=False):
-            pos, score = fam.best(ranked, self._drop)
+            pos, score = fam.best(ranks, plan)
             indices.append((lo + fam.index(pos))[:, None])
             scores.append(score)
         idx, score = _pick(indices, scores)
