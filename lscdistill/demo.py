@@ -23,6 +23,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .options import opt
+
 __all__ = ["DemoConfig", "run_demo"]
 
 MARKER = ".lscdistill-demo"  # marks a folder the demo wrote, so --overwrite never deletes anything else
@@ -30,17 +32,19 @@ MARKER = ".lscdistill-demo"  # marks a folder the demo wrote, so --overwrite nev
 
 @dataclass
 class DemoConfig:
-    out: Path = Path("lscdistill-demo")  # report folder (runs, stores, PNGs, report.json / report.md)
-    model: str = "test_resnet"  # timm model of the teacher and the students
-    data: str = "digits"  # digits:train trains, digits:val evaluates
-    epochs: int = 15  # epochs of every training run
-    batch_size: int = 64
-    lr: float | None = None  # AdamW learning rate (default: train's, by objective)
-    dim: int | None = None  # dim of the A_nr student (default: the model's feature width)
-    seed: int = 0  # data order, initialisation and the A_nr shuffle key
-    pictures: bool = True  # latent-space and training-curve PNGs
-    overwrite: bool = False  # replace an existing report folder (only one the demo wrote)
-    quiet: bool = False  # no progress bars (the table is still printed)
+    out: Path = opt(Path("lscdistill-demo"), "Report folder (runs, stores, PNGs, report.md).", "--out", "-o")  # noqa: RUF009
+    model: str = opt("test_resnet", "timm model of the teacher and the students.", "--model", "-m")
+    data: str = "digits"  # digits:train trains, digits:val evaluates (the demo runs on digits only)
+    epochs: int = opt(15, "Epochs of every training run.", min=1)
+    batch_size: int = opt(64, "Batch size.", "--batch-size", "-b", min=1)
+    lr: float | None = opt(None, "AdamW learning rate (default: train's, 3e-3 lsc / 1e-3 ce).")
+    dim: int | None = opt(None, "Dim of the A_nr student (default: the model's width).", min=2)
+    seed: int = opt(0, "Data order, initialisation and the A_nr shuffle key.")
+    aug: str = opt("none", "Training augmentation of every run, as train's --aug (e.g. light, randaugment).")
+    mixup: float = opt(0.0, "Mixup alpha of every run, as train's --mixup (e.g. 0.2); 0: off.", min=0.0)
+    pictures: bool = opt(True, "Write latent-space and training-curve PNGs.", "--pictures/--no-pictures")
+    overwrite: bool = opt(False, "Replace a report folder the demo wrote.")
+    quiet: bool = opt(False, "No progress bars.", "--quiet", "-q")
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -85,6 +89,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
+        aug=cfg.aug,
+        mixup=cfg.mixup,
         quiet=cfg.quiet,
     )
     timings: dict[str, float] = {}

@@ -14,15 +14,9 @@ from lscdistill.cli import app
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
-def test_readme_python_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert blocks
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
-
-
-def test_readme_cli_examples_run(tmp_path, monkeypatch):
-    """Every command line, in order, in a fresh directory (the inputs it names are made here)."""
+def test_readme_cli_and_python_examples_run(tmp_path, monkeypatch):
+    """Every command line, in order, in a fresh directory (the inputs it names are made here); then the Python
+    examples there (they load a run the command lines trained)."""
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     np.save("emb.npy", rng.normal(size=(60, 8)).astype(np.float32))
@@ -42,6 +36,10 @@ def test_readme_cli_examples_run(tmp_path, monkeypatch):
             args[args.index("--epochs") + 1] = "1"  # the same command, one epoch
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (line, result.output)
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
 
 
 def _launcher_lines() -> list[list[str]]:
