@@ -45,7 +45,7 @@ from .data import (
 from .evaluate import evaluate_model
 from .losses import RADIUS_FRACTION, create_loss
 from .mixup import CenterMixup
-from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
+from .models import PROJECTIONS, Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
 from .options import as_str, model_kwargs_option, negative_is_none, opt, workers_option
 from .progress import progress_bar
 from .rundir import CONFIG, RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
@@ -102,6 +102,12 @@ class TrainConfig:
         "Embedding size: LSC students end in a linear projection from the model's width to it (default: the centers "
         "store's n_dim, else the model's width).",
         min=1,
+    )
+    projection_layer: str = opt(
+        "auto",
+        "Layer between the model's features and the embedding: linear (always), none (the features themselves: "
+        "--dim must equal the model's width; for outputs that take both signs, e.g. a ViT's final LayerNorm) or auto "
+        "(linear for lsc, for ce only when --dim differs from the width).",
     )
     hidden: int = opt(256, "MLP width for --features.", min=1)
     n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
@@ -442,7 +448,7 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
     if cfg.model_kwargs:
         spec["kwargs"] = parse_model_kwargs(cfg.model_kwargs)
-    spec["project"] = cfg.objective == "lsc"  # see Student: backbones end in ReLU/GELU, centers need signs
+    spec["project"] = _project(cfg)
     init = None
     if cfg.init_from is not None:
         init = load_run_model(cfg.init_from)
@@ -459,6 +465,16 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
             )
         spec["dim"] = old["dim"]
     return spec, features, store, init
+
+
+def _project(cfg: TrainConfig) -> bool | str:
+    """``model.json``'s ``project`` for ``--projection-layer``: ``True`` (linear), ``False`` (only when the widths
+    differ) or ``"none"``. ``auto`` is linear for LSC: CNN and MLP features end in ReLU/GELU, centers need signs."""
+    if cfg.projection_layer not in PROJECTIONS:
+        raise ValueError(f"--projection-layer must be one of {', '.join(PROJECTIONS)}, got {cfg.projection_layer!r}")
+    if cfg.projection_layer == "none":
+        return "none"
+    return cfg.projection_layer == "linear" or cfg.objective == "lsc"
 
 
 def _setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> _Setup:
