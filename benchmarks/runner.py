@@ -22,7 +22,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import bench_extract, bench_inference, bench_predict, bench_realdata, bench_snap, bench_train, bench_trainloop
+from . import (
+    bench_extract,
+    bench_inference,
+    bench_paper,
+    bench_predict,
+    bench_realdata,
+    bench_snap,
+    bench_train,
+    bench_trainloop,
+)
 from ._common import RESULTS, Section, machine
 
 
@@ -64,6 +73,13 @@ BENCHMARKS = {
             "Real images x backbones: CE teacher vs LSC students, eval mode, CLI defaults",
             bench_realdata.Config,
             bench_realdata.run,
+            default=False,
+        ),
+        Benchmark(
+            "paper",
+            "The paper's Table 9 (parameters) and Table 10 (largest batch under a memory cap) in kind",
+            bench_paper.Config,
+            bench_paper.run,
             default=False,
         ),
     )
