@@ -86,7 +86,7 @@ def table9(cfg: Config, section: Section) -> None:
                 paper = PAPER_TABLE9.get(n) if model == "vit_small_patch16_224" else None
                 if paper and method == "ce":
                     paper = f"22m + 384 x {n:,}"
-                note = f"{params / 1e6:,.2f}M params, out [b, {n if method == 'ce' else dim}]"
+                note = f"{params / 1e6:,.2f}M params, out (b, {n if method == 'ce' else dim})"
                 section.rows.append(
                     {"n_classes": n, "case": f"table9 {model}", "method": method, "time_s": None, "params": params}
                     | {
