@@ -27,6 +27,7 @@ from . import (
     bench_extract,
     bench_inference,
     bench_openset,
+    bench_paper,
     bench_predict,
     bench_realdata,
     bench_snap,
@@ -88,6 +89,13 @@ BENCHMARKS = {
             "New-class detection on digits (5 held-back classes), calibrated; continual learning",
             bench_openset.Config,
             bench_openset.run,
+            default=False,
+        ),
+        Benchmark(
+            "paper",
+            "The paper's Table 9 (parameters) and Table 10 (largest batch under a memory cap) in kind",
+            bench_paper.Config,
+            bench_paper.run,
             default=False,
         ),
     )

@@ -17,6 +17,7 @@ from .files import atomic_file
 
 __all__ = [
     "MLP",
+    "PROJECTIONS",
     "Student",
     "build_student",
     "checkpoint_sha256",
@@ -184,25 +185,43 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+PROJECTIONS = ("auto", "linear", "none")  # what a Student puts between its backbone and its embedding
+
+
 class Student(nn.Module):
     """Backbone (timm, ``num_classes=0``, or :class:`MLP`) -> optional linear projection to ``dim`` -> optional
     linear classifier head (``n_classes``, only for the cross-entropy objective).
 
     ``embed(x)`` is what LSC trains toward the class centers (and what ``extract`` reads from a CE teacher run):
-    the backbone's pre-logits features, projected to ``dim`` when ``project`` is set or the backbone's width
-    differs. ``lscdistill train`` sets ``project`` for LSC students: pooled CNN features come after a ReLU (and the
-    MLP's after a GELU), so without a linear layer they cannot have the negative coordinates of an A_n root
-    (cosine stalls at 1/sqrt(2)). The projection's size is ``width x dim``, independent of the number of classes.
+    the backbone's pre-logits features, through the projection. ``project`` says when there is one:
+
+    - ``"linear"`` (or ``True``): always a ``Linear(width, dim)``. ``lscdistill train`` uses it for LSC students
+      by default: pooled CNN features come after a ReLU (and the MLP's after a GELU), so without a linear layer they
+      cannot have the negative coordinates of an A_n root (cosine stalls at 1/sqrt(2)).
+    - ``"auto"`` (or ``False``): only when ``dim`` differs from the backbone's width.
+    - ``"none"``: never; ``dim`` must equal the width. For backbones whose features can already take either sign,
+      e.g. a ViT's final LayerNorm output (the paper's Table 9 ViT-S has no extra layer).
+
+    The projection's size is ``width x dim`` (+ ``dim``), independent of the number of classes.
     """
 
     def __init__(
-        self, backbone: nn.Module, dim: int | None = None, n_classes: int | None = None, project: bool = False
+        self, backbone: nn.Module, dim: int | None = None, n_classes: int | None = None, project: bool | str = False
     ) -> None:
         super().__init__()
+        mode = {True: "linear", False: "auto"}.get(project, project) if isinstance(project, bool) else project
+        if mode not in PROJECTIONS:
+            raise ValueError(f"projection layer must be one of {', '.join(PROJECTIONS)}, got {project!r}")
         self.backbone = backbone
         width = int(backbone.num_features)
         self.dim = int(dim or width)
-        self.proj = nn.Linear(width, self.dim) if project or self.dim != width else nn.Identity()
+        if mode == "none" and self.dim != width:
+            raise ValueError(
+                f"no projection layer: the embedding is the backbone's output, {width} wide, but dim is {self.dim} "
+                f"(use --dim {width}, or a linear projection layer)"
+            )
+        linear = mode == "linear" or (mode == "auto" and self.dim != width)
+        self.proj = nn.Linear(width, self.dim) if linear else nn.Identity()
         self.head = nn.Linear(self.dim, n_classes) if n_classes else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +238,8 @@ class Student(nn.Module):
 def build_student(spec: dict[str, Any]) -> Student:
     """A student from its description (``model.json``'s ``model`` entry): ``architecture`` (timm name or
     ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``kwargs`` (more ``timm.create_model`` arguments),
-    ``dim``, ``n_head_classes``, ``project``."""
+    ``dim``, ``n_head_classes``, ``project`` (``True``/``"linear"``, ``False``/``"auto"`` or ``"none"``: see
+    :class:`Student`)."""
     arch, kwargs = spec["architecture"], dict(spec.get("kwargs") or {})
     if arch == "mlp":
         if kwargs:
@@ -235,7 +255,7 @@ def build_student(spec: dict[str, Any]) -> Student:
             raise ValueError(f"unknown timm model {arch!r}: {exc}") from None
         except TypeError as exc:  # a keyword the architecture does not take
             raise ValueError(f"timm model {arch!r} does not take the keyword arguments {kwargs}: {exc}") from None
-    return Student(backbone, spec.get("dim"), spec.get("n_head_classes"), bool(spec.get("project", False)))
+    return Student(backbone, spec.get("dim"), spec.get("n_head_classes"), spec.get("project", False))
 
 
 def save_run_model(run_dir: str | os.PathLike, model: Student, meta: dict[str, Any]) -> None:

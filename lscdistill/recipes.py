@@ -383,11 +383,11 @@ def _check_choice(kind: str, name: str, value: Any, where: str) -> None:
         if not timm.is_model(value):
             raise ValueError(f"{where}: {value!r} is not a timm model name (timm.list_models('*vit*') lists some)")
     elif name in ("system", "loss"):
-        from .losses import create_loss
+        from .losses import check_loss
         from .systems import get_spec
 
         try:
-            get_spec(value) if name == "system" else create_loss(value)  # their errors list the valid names
+            get_spec(value) if name == "system" else check_loss(value)  # their errors list the valid names
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     elif name == "precision":

@@ -43,9 +43,9 @@ from .data import (
     use_instance_labels,
 )
 from .evaluate import calibrate_after_training, evaluate_model
-from .losses import create_loss
+from .losses import RADIUS_FRACTION, create_loss
 from .mixup import CenterMixup
-from .models import Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
+from .models import PROJECTIONS, Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
 from .options import as_str, model_kwargs_option, negative_is_none, opt, workers_option
 from .progress import progress_bar
 from .rundir import CONFIG, RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
@@ -103,11 +103,26 @@ class TrainConfig:
         "store's n_dim, else the model's width).",
         min=1,
     )
+    projection_layer: str = opt(
+        "auto",
+        "Layer between the model's features and the embedding: linear (always), none (the features themselves: "
+        "--dim must equal the model's width; for outputs that take both signs, e.g. a ViT's final LayerNorm) or auto "
+        "(linear for lsc, for ce only when --dim differs from the width).",
+    )
     hidden: int = opt(256, "MLP width for --features.", min=1)
     n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
     instance_labels: bool = opt(False, "Every sample is its own class (paper §5.3).")
     loss: str = opt("cos", "cos (eq. 11), dist (eqs. 6-7) or cos+dist.")
-    radius: float = opt(1.0, "Cluster radius r_c of eq. 7 (dist losses).")
+    radius: float | None = opt(
+        None,
+        "Cluster radius r_c of eq. 7 (dist losses), in the centers' units; default: --radius-fraction of half the "
+        "minimum distance between two class centers (the planar system brings its own per-class radii).",
+    )
+    radius_fraction: float = opt(
+        RADIUS_FRACTION,
+        "Default r_c as a fraction of half the minimum center distance, in (0, 1): zero loss only near the class's "
+        "own center (the paper's 2-D system: 0.25-0.28).",
+    )
     lr: float | None = opt(None, "AdamW learning rate (default: 3e-3 for lsc, 1e-3 for ce; the paper's: 1e-4).")
     weight_decay: float = opt(1e-05, "AdamW weight decay (paper: 1e-5).")
     schedule: str | None = opt(
@@ -433,7 +448,7 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
     spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
     if cfg.model_kwargs:
         spec["kwargs"] = parse_model_kwargs(cfg.model_kwargs)
-    spec["project"] = cfg.objective == "lsc"  # see Student: backbones end in ReLU/GELU, centers need signs
+    spec["project"] = _project(cfg)
     init = None
     if cfg.init_from is not None:
         init = load_run_model(cfg.init_from)
@@ -450,6 +465,16 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
             )
         spec["dim"] = old["dim"]
     return spec, features, store, init
+
+
+def _project(cfg: TrainConfig) -> bool | str:
+    """``model.json``'s ``project`` for ``--projection-layer``: ``True`` (linear), ``False`` (only when the widths
+    differ) or ``"none"``. ``auto`` is linear for LSC: CNN and MLP features end in ReLU/GELU, centers need signs."""
+    if cfg.projection_layer not in PROJECTIONS:
+        raise ValueError(f"--projection-layer must be one of {', '.join(PROJECTIONS)}, got {cfg.projection_layer!r}")
+    if cfg.projection_layer == "none":
+        return "none"
+    return cfg.projection_layer == "linear" or cfg.objective == "lsc"
 
 
 def _setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> _Setup:
@@ -485,7 +510,10 @@ def _setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> _Setup:
     model = build_student(spec)
     if init is not None:
         _init_from(model, init[0], cfg)
-    loss_fn = create_loss(cfg.loss, radius=cfg.radius) if cfg.objective == "lsc" else torch.nn.CrossEntropyLoss()
+    if cfg.objective == "lsc":
+        loss_fn = create_loss(cfg.loss, radius=cfg.radius, centers=centers, radius_fraction=cfg.radius_fraction)
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss()
     meta = {
         "format": "lscdistill-run",
         "format_version": 1,
@@ -728,6 +756,10 @@ def _check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
         if value is not None and not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
             bound = "> 0" if name in positive else ">= 0"
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number {bound}, got {value}")
+    if not 0.0 < cfg.radius_fraction < 1.0:
+        raise ValueError(
+            f"--radius-fraction must be in (0, 1) so that clusters do not touch, got {cfg.radius_fraction}"
+        )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
     _check_trackers(cfg.log_with)

@@ -142,3 +142,30 @@ def test_set_overrides_are_typed_by_the_config_fields():
     for bad in ("nope.x=1", "realdata.nothing=1", "realdata.epochs"):
         with pytest.raises(ValueError, match="--set"):
             parse_overrides([bad])
+
+
+def test_paper_benchmark_counts_parameters_and_bisects_batches_under_a_cap(tmp_path):
+    """Table 9 on the meta device (test_vit: LSC without and with its projection, CE with a head) and Table 10 with
+    a tiny cap: the parameter counts follow the formula, a batch is found for LSC, and CE's head at 10M classes
+    (16 B x 8 x 10M = 1.2 GiB of state) does not fit a 64 MiB cap at any batch."""
+    tiny = {"models": ("test_vit",), "param_classes": (10, 1000), "lsc_classes": (10,), "lsc_store_classes": ()}
+    tiny |= {"batch_classes": (10_000_000,), "cap_mib": 64, "dim": 8, "img_size": 64, "max_batch": 8}
+    payload = run_suite(
+        ("paper",),
+        device="cpu",
+        overrides={"paper": tiny | {"tolerance": 0.5}},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    rows = payload["benchmarks"]["paper"]["rows"]
+    params = {(r["method"], r["n_classes"]): r["params"] for r in rows if r["case"] == "table9 test_vit"}
+    backbone = params["lsc", 10]
+    assert params["lsc", 1000] == backbone and params["lsc+proj", 10] == backbone + 64 * 64 + 64
+    assert params["ce", 10] == backbone + 64 * 10 + 10 and params["ce", 1000] == backbone + 64 * 1000 + 1000
+    batches = {r["method"]: r["max_batch"] for r in rows if r["case"].startswith("table10")}
+    assert batches["lsc"] >= 1 and batches["ce"] == 0
+    heads = {h["figure"]: h for h in payload["benchmarks"]["paper"]["headlines"]}
+    assert heads["test_vit: classes at which the CE head outgrows the backbone"]["value"] == pytest.approx(
+        backbone / 64
+    )

@@ -65,7 +65,7 @@ def _mixed_loss(objective, loss_name, mode, cutmix):
             c = centers.gather(t.view(1)).float()
             cos = F.cosine_similarity(z[b : b + 1], c, dim=1)[0]
             dist = torch.expm1(F.relu(torch.linalg.vector_norm(z[b] - c[0]) - 0.5))
-            term = term + w * {"cos": 1 - cos, "dist": dist, "cos+dist": 1 - cos + batch * dist}[loss_name]
+            term = term + w * {"cos": 1 - cos, "dist": dist, "cos+dist": 1 - cos + dist}[loss_name]  # both batch means
         terms.append(term)
     total = torch.stack(terms)
     expected = total.sum() if loss_name == "dist" else total.mean()

@@ -1,0 +1,269 @@
+"""The paper's experiments in kind (``python -m benchmarks run --only paper``); ``docs/paper.md`` sets them beside
+the paper's numbers.
+
+- **Table 9**: parameters of the LSC and CE models as n_classes grows. The paper's backbones are built on
+  ``device="meta"`` (no memory, seconds): LSC's count is the backbone (+ the optional linear projection), CE's adds
+  a ``width x n_classes`` head (+ bias).
+- **Table 10**: the largest batch size whose training step fits a fixed memory cap, LSC vs CE, as n_classes
+  grows. One subprocess per point bisects over the batch size, each probe building the student (CE: with its
+  head), AdamW, and running two training steps (AdamW allocates its state in the first) on random images; the
+  probe fits when its peak resident memory above where it started stays within ``cap_mib`` (see :func:`worker`).
+  The paper's cap is a 40 GB A100 with ViT-B
+  (768-wide embedding); ours is a small CPU model whose embedding width ``dim`` is chosen so that CE's head, its
+  gradient and AdamW state (16 bytes per parameter) fill the cap at the same n_classes as the paper's do:
+  ``16 x 768 x n = 40 GB`` at n = 3.3M, ``16 x dim x n = cap`` at n = 3.3M for the default dim and cap.
+
+    python -m benchmarks.bench_paper --worker '{"objective": "ce", "n_classes": 1000, ...}'   # one point (internal)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ._common import Section, headline
+
+PAPER_TABLE9 = {10: "22m", 1_000: "22m", 100_000: "22m", 1_000_000: "22m"}  # LSC ViT-S; CE: 22m + 384 n
+PAPER_TABLE10 = {1_000: 386, 10_000: 386, 100_000: 374, 1_000_000: 154, 10_000_000: None}  # CE ViT-B; LSC: 386
+
+
+@dataclass
+class Config:
+    # Table 9
+    models: tuple[str, ...] = ("vit_small_patch16_224", "resnet50")
+    param_classes: tuple[int, ...] = (10, 1_000, 100_000, 1_000_000, 10_000_000)
+    # Table 10
+    cap_mib: int = 1536  # peak resident memory a training step may add
+    model: str = "test_resnet"
+    dim: int = 32  # embedding width (the CE head's input): 16 B x 32 x 3.1M classes = the cap, as for ViT-B
+    img_size: int = 128
+    batch_classes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+    lsc_classes: tuple[int, ...] = (1_000, 33_792)  # generated centers: A_32 + 1 interpolation holds 33,792
+    lsc_store_classes: tuple[int, ...] = (10_000_000,)  # centers from a means store (n x dim float32 on disk)
+    max_batch: int = 2048
+    tolerance: float = 0.05  # bisection stops when hi / lo <= 1 + tolerance
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(
+            models=("vit_small_patch16_224",),
+            param_classes=(10, 100_000, 10_000_000),
+            batch_classes=(1_000, 1_000_000, 10_000_000),
+            lsc_classes=(1_000,),
+            lsc_store_classes=(),
+            tolerance=0.25,
+        )
+
+
+# -------------------------------------------------------------------------------------------------- Table 9
+def count_params(model: str, n_classes: int | None, project: bool | str) -> tuple[int, int]:
+    """(parameters, embedding width) of a student built on the meta device: nothing is allocated."""
+    from lscdistill.models import build_student
+
+    with torch.device("meta"):
+        student = build_student({"architecture": model, "n_head_classes": n_classes, "project": project})
+    return sum(p.numel() for p in student.parameters()), student.dim
+
+
+def table9(cfg: Config, section: Section) -> None:
+    for model in cfg.models:
+        start = time.perf_counter()
+        variants = [("lsc", "none"), ("lsc+proj", True)] if "vit" in model else [("lsc+proj", True)]
+        for n in cfg.param_classes:
+            for method, project in [*variants, ("ce", "auto")]:
+                params, dim = count_params(model, n if method == "ce" else None, project)
+                paper = PAPER_TABLE9.get(n) if model == "vit_small_patch16_224" else None
+                if paper and method == "ce":
+                    paper = f"22m + 384 x {n:,}"
+                note = f"{params / 1e6:,.2f}M params, out (b, {n if method == 'ce' else dim})"
+                section.rows.append(
+                    {"n_classes": n, "case": f"table9 {model}", "method": method, "time_s": None, "params": params}
+                    | {
+                        "memory_bytes": 4 * params,
+                        "paper": paper,
+                        "note": note + (f"; paper: {paper}" if paper else ""),
+                    }
+                )
+        backbone, width = count_params(model, None, "auto")
+        section.headlines.append(
+            headline(f"{model}: classes at which the CE head outgrows the backbone", backbone / width, unit="classes")
+        )
+        section.notes.append(f"table 9, {model}: built on the meta device in {time.perf_counter() - start:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------- Table 10
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` memory figure in bytes (``VmRSS``, ``VmHWM``: peak RSS, ``VmSize``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _step_fits(spec: dict, batch: int) -> bool:
+    """Build the student (+ head for CE), AdamW and run two steps at ``batch`` under the cap; False when refused."""
+    from lscdistill.losses import CosineLoss
+    from lscdistill.models import build_student
+    from lscdistill.train import TrainConfig, _loss, create_centers
+
+    n, ce = spec["n_classes"], spec["objective"] == "ce"
+    try:
+        model = build_student(
+            {"architecture": spec["model"], "dim": spec["dim"], "n_head_classes": n if ce else None, "project": True}
+        )
+        centers = None
+        if not ce:
+            system = {"type": "system", "name": "an", "n_dim": spec["dim"], "seed": 0, "interpolations": 1}
+            centers = create_centers({"type": "store", "path": spec["store"]} if spec.get("store") else system, n)
+        loss_fn = torch.nn.CrossEntropyLoss() if ce else CosineLoss()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            x = torch.randn(batch, 3, spec["img_size"], spec["img_size"], generator=gen)
+            y = torch.randint(0, n, (batch,), generator=gen)
+            _loss(model, x, y, y, centers, loss_fn, TrainConfig(out=Path("."), loss="cos")).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return True
+    except (RuntimeError, MemoryError):
+        return False
+
+
+def worker(spec: dict) -> dict:
+    """One point of Table 10 in this process: the largest batch in [1, max_batch] that fits, by bisection.
+
+    A probe fits when its peak resident memory above the resident memory before it (Linux's ``VmHWM``, reset
+    before each probe through ``/proc/self/clear_refs``) stays within the cap; ``RLIMIT_AS`` at 2x the cap above
+    the address space stops a runaway probe early (refused: does not fit). The parent runs this with glibc's
+    mmap threshold lowered, so that freed tensors go back to the system between probes.
+    """
+    torch.set_num_threads(1)
+    x = torch.randn(4, 4, requires_grad=True)
+    (x @ x).sum().backward()  # autograd and the allocator set up before the first probe
+    _step_fits({**spec, "n_classes": 10, "store": None}, 2)  # imports and one-off set-up: not in any probe
+    cap = spec["cap_mib"] * 2**20
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    probes: list[tuple[int, bool, int]] = []
+
+    def fits(batch: int) -> bool:
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        base = _status("VmRSS")
+        resource.setrlimit(resource.RLIMIT_AS, (_status("VmSize") + 2 * cap, hard))
+        try:
+            ok = _step_fits(spec, batch)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        used = _status("VmHWM") - base
+        probes.append((batch, ok and used <= cap, used))
+        return ok and used <= cap
+
+    lo, hi = 0, 1  # lo fits (0: nothing does yet), hi is the next to try upward
+    while hi <= spec["max_batch"] and fits(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, spec["max_batch"] + 1)
+    while lo and hi / lo > 1 + spec["tolerance"] and hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return {"max_batch": lo, "probes": probes}
+
+
+def _point(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_paper", "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"},
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _make_store(path: Path, n: int, dim: int) -> None:
+    import numpy as np
+
+    from lscdistill.stores import StoreWriter
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(path, kind="means", n_classes=n, n_dim=dim, provenance={"benchmark": "random"}) as w:
+        for start in range(0, n, 1 << 20):
+            rows = min(1 << 20, n - start)
+            counts, centers = np.ones(rows, dtype=np.int64), rng.standard_normal((rows, dim), dtype=np.float32)
+            w.write_rows(start, counts=counts, centers=centers)
+
+
+def _points(cfg: Config, tmp: Path):
+    """``(method, n_classes, worker spec)`` of every Table 10 point; a store is written for store-backed ones."""
+    common = {k: getattr(cfg, k) for k in ("cap_mib", "model", "dim", "img_size", "max_batch", "tolerance")}
+    for n in cfg.lsc_classes:
+        yield "lsc", n, {"objective": "lsc", "n_classes": n, **common}
+    for n in cfg.lsc_store_classes:
+        _make_store(tmp / f"means-{n}.h5", n, cfg.dim)
+        yield "lsc-store", n, {"objective": "lsc", "n_classes": n, "store": str(tmp / f"means-{n}.h5"), **common}
+        (tmp / f"means-{n}.h5").unlink()
+    for n in cfg.batch_classes:
+        yield "ce", n, {"objective": "ce", "n_classes": n, **common}
+
+
+def table10(cfg: Config, section: Section) -> None:
+    found: dict[tuple[str, int], int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, n, spec in _points(cfg, Path(tmp)):
+            _table10_row(cfg, section, found, method, n, spec)
+    lsc = max((b for (o, _), b in found.items() if o != "ce"), default=None)
+    for (method, n), batch in found.items():
+        if method == "ce" and lsc:
+            section.headlines.append(headline("CE / LSC largest batch under the cap", batch / lsc, n_classes=n))
+    section.notes.append(
+        f"table 10: CE's head + gradient + AdamW state = 16 x {cfg.dim} x n bytes fills the {cfg.cap_mib} MiB cap at "
+        f"{cfg.cap_mib * 2**20 / (16 * cfg.dim):,.0f} classes (the paper's ViT-B on 40 GB: 3.3M)"
+    )
+
+
+def _table10_row(cfg: Config, section: Section, found: dict, method: str, n: int, spec: dict) -> None:
+    start = time.perf_counter()
+    out = _point(spec)
+    seconds = time.perf_counter() - start
+    case = f"table10 {cfg.model} {cfg.img_size}px dim {cfg.dim}, cap {cfg.cap_mib} MiB"
+    row = {"n_classes": n, "case": case, "method": method, "time_s": None, "seconds": seconds}
+    if "error" in out:
+        section.rows.append(row | {"max_batch": None, "note": f"worker failed: {out['error']}"})
+        return
+    found[method, n] = out["max_batch"]
+    paper = 386 if method != "ce" else PAPER_TABLE10.get(n, "n/a")
+    shown = out["max_batch"] or "none fits"
+    note = f"max batch {shown} ({len(out['probes'])} probes, {seconds:.0f} s); paper: {paper or 'none fits'}"
+    section.rows.append(row | {"max_batch": out["max_batch"], "probes": out["probes"], "paper": paper, "note": note})
+
+
+def run(cfg: Config, device: torch.device) -> Section:
+    if device.type != "cpu":
+        raise ValueError("the paper group measures CPU memory caps: run it with --device cpu")
+    section = Section(config=asdict(cfg))
+    table9(cfg, section)
+    table10(cfg, section)
+    return section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", required=True, help="JSON description of one Table 10 point (see worker())")
+    print(json.dumps(worker(json.loads(parser.parse_args().worker))))
+
+
+if __name__ == "__main__":
+    main()
