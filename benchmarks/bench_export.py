@@ -65,7 +65,9 @@ def _sizes(cfg: Config, section: Section, tmp: Path) -> None:
     for n in cfg.size_classes:
         meta["n_classes"] = n
         size = _export_size(DecisionModule(model, SystemCenters(system, n), None), meta, tmp / f"sys{n}.pt2")
-        note = f"A_{n_dim}r, 1 interpolation level; model parameters {model_bytes / 2**20:.1f} MiB"
+        note = (
+            f"{size / 2**20:.2f} MiB file; A_{n_dim}r, 1 interpolation level; parameters {model_bytes / 2**20:.1f} MiB"
+        )
         section.rows.append({"n_classes": n, "case": "generated", "method": "pt2-size", "bytes": size, "note": note})
     for n in cfg.size_classes:
         meta["n_classes"] = n
@@ -76,6 +78,7 @@ def _sizes(cfg: Config, section: Section, tmp: Path) -> None:
             del table
         else:
             size, note = base + n * n_dim * 4, "computed: the written files' size without their table, plus the table"
+        note = f"{size / 2**20:,.2f} MiB file; {note}"
         section.rows.append({"n_classes": n, "case": "class means", "method": "pt2-size", "bytes": size, "note": note})
     generated = [r["bytes"] for r in section.rows if r["case"] == "generated"]
     figure = f"export size at {max(cfg.size_classes):,} / {min(cfg.size_classes)} classes, generated centers"
