@@ -75,14 +75,17 @@ def _take(x: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     width = block_width(n)
     nb = n // width
     blocked = x.view(b, nb, width)
-    ends = blocked.amax(dim=2) if largest else blocked.amin(dim=2)  # [B, nb]
     k = min(count, nb)
-    blocks = _take_keys(_keys(ends, largest), k) if nb > 1 else ends.new_zeros((b, 1), dtype=torch.long)
-    blocks = blocks.sort(dim=1).values if k > 1 else blocks  # candidates in coordinate order
-    rows = blocks + torch.arange(0, b * nb, nb, device=x.device).unsqueeze(1)
-    cand = blocked.reshape(b * nb, width)[rows].view(b, k * width)
+    if nb > 1:
+        ends = blocked.amax(dim=2) if largest else blocked.amin(dim=2)  # [B, nb]
+        blocks = _keys(ends, largest).topk(k, dim=1, sorted=False).indices  # keys are unique: deterministic
+        blocks = blocks.sort(dim=1).values if k > 1 else blocks  # candidates in coordinate order
+        rows = blocks + torch.arange(0, b * nb, nb, device=x.device).unsqueeze(1)
+        cand = blocked.reshape(b * nb, width).index_select(0, rows.view(-1)).view(b, k * width)
+    else:
+        cand = x
     local = _take_keys(_keys(cand, largest), count)
-    return blocks.gather(1, local // width) * width + local % width
+    return blocks.gather(1, local // width) * width + local % width if nb > 1 else local
 
 
 def row_extremes(x: torch.Tensor, n_top: int, n_bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
