@@ -12,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lscdistill.centers import SystemCenters
 from lscdistill.systems import KeyedPermutation, create_system
+from lscdistill.systems.extremes import block_width, row_extremes
 
 SYSTEMS = [
     ("an", {}),
@@ -89,6 +90,67 @@ def test_nearest_attains_the_brute_force_maximum_in_float64(which, n, seed, data
     assert (idx[zero] == 0).all() and (cos[zero] == 0).all()
     bad = ~torch.isfinite(z).all(1)
     assert (idx[bad] == -1).all() and cos[bad].isnan().all()
+
+
+def _naive_extremes(x: torch.Tensor, n_top: int, n_bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row's (value, coordinate) pairs in Python: the order row_extremes promises (ties to the lower
+    coordinate, -0.0 == 0.0)."""
+    top, bottom = [], []
+    for row in x.tolist():
+        top.append(sorted(range(len(row)), key=lambda c: (-row[c], c))[:n_top])
+        bottom.append(sorted(range(len(row)), key=lambda c: (row[c], c))[:n_bottom])
+    return torch.tensor(top, dtype=torch.long).view(len(top), n_top), torch.tensor(bottom, dtype=torch.long).view(
+        len(bottom), n_bottom
+    )
+
+
+@given(
+    width=st.sampled_from([2, 7, 16, 31, 48, 64, 96, 100, 257, 384]),
+    n_top=st.integers(0, 5),
+    n_bottom=st.integers(0, 5),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    data=st.data(),
+)
+def test_row_extremes_equal_a_sort_of_value_and_coordinate(width, n_top, n_bottom, dtype, data):
+    """Widths with one block, a few and many; rows of few distinct values (ties across blocks), signed zeros."""
+    n_top, n_bottom = min(n_top, width), min(n_bottom, width)
+    b = data.draw(st.integers(1, 6))
+    levels = data.draw(st.lists(st.sampled_from([-2.0, -0.0, 0.0, 1.5, 3.0, -1e-40, 1e30]), min_size=1, max_size=4))
+    seed = data.draw(st.integers(0, 2**16))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.tensor(levels, dtype=dtype)[torch.randint(0, len(levels), (b, width), generator=gen)]
+    if data.draw(st.booleans()):
+        x = x + torch.randn(b, width, generator=gen, dtype=dtype) * (torch.rand(b, width, generator=gen) < 0.3)
+    top, bottom = row_extremes(x, n_top, n_bottom)
+    want_top, want_bottom = _naive_extremes(x, n_top, n_bottom)
+    assert torch.equal(top, want_top) and torch.equal(bottom, want_bottom)
+
+
+def test_row_extremes_blocks_and_nan_rows_stay_in_range():
+    assert block_width(384) == 32 and block_width(385) == 35 and block_width(257) == 257
+    x = torch.randn(4, 384)
+    x[1, 5] = float("nan")
+    x[2] = float("inf")
+    top, bottom = row_extremes(x, 3, 4)
+    assert ((top >= 0) & (top < 384)).all() and ((bottom >= 0) & (bottom < 384)).all()
+    ok = [0, 3]
+    want_top, want_bottom = _naive_extremes(x[ok], 3, 4)
+    assert torch.equal(top[ok], want_top) and torch.equal(bottom[ok], want_bottom)
+
+
+@given(
+    which=st.sampled_from([0, 1, 2, 3, 6, 7]),
+    n=st.sampled_from([31, 32, 48, 64, 95]),
+    seed=st.sampled_from([None, 4]),
+    data=st.data(),
+)
+def test_nearest_equals_the_old_decoder_at_widths_of_several_blocks(which, n, seed, data):
+    system = _system(which, n, seed)
+    z = data.draw(batches(system.n_dim)).float()
+    idx, cos = system.nearest(z)
+    old_idx, old_cos = legacy_nearest(system, z)
+    assert torch.equal(idx, old_idx)
+    torch.testing.assert_close(cos, old_cos, equal_nan=True, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [3, 72, 200, 65_537, 70_001])

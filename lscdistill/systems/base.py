@@ -32,7 +32,9 @@ def cached(cache: dict, key: Any, build: Any) -> Any:
     return value
 
 
-def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def safe_rows(
+    z: torch.Tensor, placeholder: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The rows of ``z [B, D]`` made safe for norms and dot products: a branch-free tensor program.
 
     Rows whose largest magnitude is outside ``[2**-40, 2**40]`` are divided by it (so 1e35 does not overflow
@@ -41,7 +43,9 @@ def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
     Returns:
         ``(x [B, D], norm [B, 1], ok [B], finite [B])``: ``ok`` is False for zero and non-finite rows, whose
-        ``x`` row is a placeholder of ones (never NaN); ``finite`` is False for rows with NaN or Inf.
+        ``x`` row is a placeholder of ones (never NaN) with ``placeholder``, else left as it is (zero, or holding
+        NaN/Inf: one full pass cheaper, for callers that discard those rows); ``finite`` is False for rows with
+        NaN or Inf.
     """
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()  # half precision cannot separate 60-degree neighbours reliably at large n_dim
@@ -50,8 +54,10 @@ def safe_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     finite = torch.isfinite(scale)
     ok = finite & (scale > 0)
     outside = (scale < _SAFE[0]) | (scale > _SAFE[1])
-    z = torch.where(ok, z / torch.where(outside & ok, scale, 1.0), 1.0)
-    return z, torch.linalg.vector_norm(z, dim=1, keepdim=True), ok.squeeze(1), finite.squeeze(1)
+    x = z / torch.where(outside & ok, scale, 1.0)  # dividing by 1 is exact: most rows are left as they are
+    if placeholder:
+        x = torch.where(ok, x, 1.0)
+    return x, torch.linalg.vector_norm(x, dim=1, keepdim=True), ok.squeeze(1), finite.squeeze(1)
 
 
 def unit_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,6 +109,9 @@ class VectorSystem(ABC):
 
     name: str = ""
     n_dim: int
+    #: whether :meth:`_nearest` copes with zero/NaN/Inf rows left in place (their answers are overwritten);
+    #: if not, those rows are replaced by a placeholder of ones first (one more pass over the batch)
+    garbage_rows_ok: bool = False
     level_sizes: tuple[int, ...]
     radius: float = 1.0
 
@@ -185,7 +194,7 @@ class VectorSystem(ABC):
             A zero row is equally near to every vector: it gets index 0 and cosine 0. A row with NaN or Inf
             gets index -1 and cosine NaN.
         """
-        x, norm, ok, finite = safe_rows(self._check_embeddings(z))
+        x, norm, ok, finite = safe_rows(self._check_embeddings(z), placeholder=not self.garbage_rows_ok)
         idx, cos = self._nearest(x, norm)
         return mark_degenerate(idx, cos, ok, finite)
 

@@ -60,12 +60,12 @@ def feistel_radix(v: torch.Tensor, big_a, big_b, keys, inverse: bool) -> torch.T
     int64 tensors (so several domains can be permuted in one pass)."""
     a, b = v // big_b, v % big_b
     order = list(enumerate(keys))
+    step = torch.sub if inverse else torch.add  # (b +- h) mod B == (b +- (h mod B)) mod B: h < 2**42, no overflow
     for r, key in reversed(order) if inverse else order:
-        sign = -1 if inverse else 1
         if r % 2 == 0:
-            b = (b + sign * (_hash(a, key) % big_b)) % big_b
+            b = step(b, _hash(a, key)) % big_b
         else:
-            a = (a + sign * (_hash(b, key) % big_a)) % big_a
+            a = step(a, _hash(b, key)) % big_a
     return a * big_b + b
 
 

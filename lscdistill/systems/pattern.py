@@ -368,6 +368,7 @@ class PatternSystem(VectorSystem):
 
     #: largest shortlist (vectors per row) that :meth:`candidates` enumerates
     max_candidates = 6000
+    garbage_rows_ok = True  # NaN/Inf/zero rows only give in-range coordinates (see extremes), later overwritten
 
     def __init__(
         self,

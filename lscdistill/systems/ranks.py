@@ -6,8 +6,8 @@ largest coordinates and its ``q`` negative values on the ``q`` smallest coordina
 families' variants alone (configuration, not data), which of these lists are needed; :meth:`RankPlan.ranks` computes
 them for a batch as columns of one ``[B, K]`` table of coordinates (and their values), and :meth:`RankPlan.tables`
 says which columns each variant's slots read. Everything is fixed-shape: no value of the batch decides which
-operations run. Memory: ``[B, K]`` with ``K`` <= 10 for every registered system, plus the ``[B, D]`` keys of
-:func:`~lscdistill.systems.extremes.row_extremes`.
+operations run. Memory: ``[B, K]`` with ``K`` <= 10 for every registered system, plus the small block and candidate
+tensors of :func:`~lscdistill.systems.extremes.row_extremes`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ class ShuffledSystem(VectorSystem):
             raise ValueError("the system is already shuffled")
         self.base, self.seed = base, int(seed)
         self.name, self.n_dim, self.level_sizes, self.radius = base.name, base.n_dim, base.level_sizes, base.radius
+        self.garbage_rows_ok = base.garbage_rows_ok
         self._levels: list[tuple[int, KeyedPermutation]] = []
         lo = 0
         for level, size in enumerate(base.level_sizes):
