@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import torch
-from sklearn.decomposition import PCA, IncrementalPCA
 
 __all__ = ["Pca", "fit_pca"]
 
@@ -52,6 +50,9 @@ def fit_pca(means: torch.Tensor, dim: int, rows: np.ndarray | None = None, block
     largest-magnitude entry positive, so the result is deterministic. With fewer fitted classes than ``dim``,
     the components past the data's are an orthonormal completion with zero variance.
     """
+    import scipy.linalg  # imported here: `import lscdistill` stays light
+    from sklearn.decomposition import PCA, IncrementalPCA
+
     d_in = means.shape[1]
     if not 1 <= dim <= d_in:
         raise ValueError(f"--dim {dim} for PCA must be between 1 and the means' n_dim {d_in}")
