@@ -175,12 +175,12 @@ def _eigh_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return mean, vectors[:, ::-1][:, :dim].T, values[::-1][:dim]
 
 
-@pytest.mark.parametrize("block", [65_536, 48], ids=["in-memory", "block-wise"])
+@pytest.mark.parametrize("block, max_values", [(65_536, 1 << 27), (48, 0)], ids=["in-memory", "block-wise"])
 @pytest.mark.parametrize("n, d, dim", [(300, 12, 5), (500, 24, 24), (130, 40, 9)])
-def test_fit_pca_projects_like_the_covariance_eigenvectors_up_to_sign(n, d, dim, block):
+def test_fit_pca_projects_like_the_covariance_eigenvectors_up_to_sign(n, d, dim, block, max_values):
     g = torch.Generator().manual_seed(n + d)
     x = torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g) + 5.0 * torch.randn(d, generator=g)
-    pca = fit_pca(x, dim, block=block)
+    pca = fit_pca(x, dim, block=block, max_values=max_values)
     mean, components, variances = _eigh_pca(x.double().numpy(), dim)
     ours, ref = pca.reduce(x).numpy(), (x.double().numpy() - mean) @ components.T
     sign = np.sign((ours * ref).sum(0))  # one sign per component

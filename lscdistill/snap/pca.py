@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Pca", "fit_pca"]
+__all__ = ["IN_MEMORY_VALUES", "Pca", "fit_pca"]
+
+#: fitted means (rows x D_in) up to this many values are fitted at once, in float64 (1 GiB); more go block-wise
+IN_MEMORY_VALUES = 1 << 27
 
 
 @dataclass
@@ -41,12 +44,20 @@ class Pca:
         }
 
 
-def fit_pca(means: torch.Tensor, dim: int, rows: np.ndarray | None = None, block: int = 65_536) -> Pca:
+def fit_pca(
+    means: torch.Tensor,
+    dim: int,
+    rows: np.ndarray | None = None,
+    block: int = 65_536,
+    max_values: int = IN_MEMORY_VALUES,
+) -> Pca:
     """Fit a ``dim``-component PCA on the rows of ``means [n, D_in]`` (all, or ``rows``), in float64.
 
-    Up to ``block`` rows are fitted at once with :class:`sklearn.decomposition.PCA`; more are fed block by block
-    to :class:`~sklearn.decomposition.IncrementalPCA` keeping all ``D_in`` components (exact, not truncated), so
-    memory is O(max(block, D_in) * D_in) whatever the number of classes. Each component's sign makes its
+    Up to ``max_values`` values (``n * D_in``) are fitted at once with :class:`sklearn.decomposition.PCA` (the
+    eigenvectors of the covariance, memory O(n * D_in)); more are fed ``block`` rows at a time to
+    :class:`~sklearn.decomposition.IncrementalPCA` keeping all ``D_in`` components (exact, not truncated), so
+    memory is O(max(block, D_in) * D_in) whatever the number of classes (but each block costs an SVD: several
+    times slower than the covariance). Each component's sign makes its
     largest-magnitude entry positive, so the result is deterministic. With fewer fitted classes than ``dim``,
     the components past the data's are an orthonormal completion with zero variance.
     """
@@ -60,10 +71,11 @@ def fit_pca(means: torch.Tensor, dim: int, rows: np.ndarray | None = None, block
     if rows.size == 0:
         raise ValueError("PCA needs at least one class mean")
     n = len(rows)
-    if n <= max(block, d_in):
+    if n * d_in <= max_values or n <= d_in:
         x = means[torch.from_numpy(rows)].double().numpy()
+        solver = "covariance_eigh" if n > d_in else "full"  # covariance_eigh: D_in x D_in, fast for n >> D_in
         with np.errstate(divide="ignore", invalid="ignore"):  # one class: sklearn's unused variances divide by 0
-            est = PCA(n_components=min(dim, n), svd_solver="full").fit(x)
+            est = PCA(n_components=min(dim, n), svd_solver=solver).fit(x)
         total = float(x.var(axis=0).sum())
     else:
         est, step = IncrementalPCA(n_components=d_in), max(block, d_in)
