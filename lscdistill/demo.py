@@ -151,7 +151,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     pictures: list[str] = []
     if cfg.pictures:
         step(6, "pictures: training curves, latent spaces at dim 2 and 3, continual learning")
-        from .plots import latent_figures, plot_training_curves
+        from .demo_figures import latent_figures
+        from .plots import plot_training_curves
 
         start = time.perf_counter()
         curves = plot_training_curves([runs / r["run"] for r in rows], out / "training-curves.png")

@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
-from lscdistill import __version__
+from lscdistill import __version__, planner
 from lscdistill.cli import app
 
 runner = CliRunner()
@@ -38,6 +39,35 @@ def test_bad_input_is_one_line_on_stderr_with_exit_1():
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     result = runner.invoke(app, ["plan", "-n", "0"])
     assert result.exit_code == 2  # bad flag value: Click's usage error
+
+
+@pytest.mark.parametrize("error", [KeyError("n_dim"), IndexError("list index out of range")], ids=type)
+def test_an_unexpected_error_inside_a_command_is_a_traceback_not_one_line(monkeypatch, error):
+    """A KeyError or IndexError from the code is a bug: it propagates (traceback), not a one-line "bad input"."""
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(planner, "plan", broken)
+    monkeypatch.delenv("LSCDISTILL_DEBUG", raising=False)
+    with pytest.raises(type(error)) as raised:
+        runner.invoke(app, ["plan", "-n", "100"], catch_exceptions=False)
+    assert raised.value is error
+    code = "import lscdistill.planner as p, lscdistill.cli as c; p.plan = lambda *a: {}['n_dim']; c.main()"
+    out = subprocess.run([sys.executable, "-c", code, "plan", "-n", "100"], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr and "KeyError: 'n_dim'" in out.stderr
+    assert not out.stderr.startswith("error:")
+
+
+def test_a_value_error_inside_a_command_stays_one_line(monkeypatch):
+    def refuses(*args, **kwargs):
+        raise ValueError("no system fits [here]")
+
+    monkeypatch.setattr(planner, "plan", refuses)
+    monkeypatch.delenv("LSCDISTILL_DEBUG", raising=False)
+    result = runner.invoke(app, ["plan", "-n", "100"])
+    assert result.exit_code == 1 and result.stderr == "error: no system fits [here]\n", result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_error_text_in_square_brackets_is_printed_as_is(tmp_path):

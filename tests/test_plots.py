@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from lscdistill.cli import app
 from lscdistill.data import load_features
-from lscdistill.plots import _digits_features, plot_continual, plot_latent, plot_training_curves, read_metrics
+from lscdistill.demo_figures import digits_features
+from lscdistill.plots import plot_continual, plot_latent, plot_training_curves, read_metrics
 from lscdistill.train import TrainConfig, run_train
 
 runner = CliRunner()
@@ -29,7 +30,7 @@ def _is_png(path: Path) -> bool:
 
 def _features(root: Path, max_class: int) -> dict[str, str]:
     """Digits pixels of the classes < max_class as .npy features, the fixed train/val split (the library's own)."""
-    return _digits_features(root, max_class)[1]
+    return digits_features(root, max_class)[1]
 
 
 def _train(out: Path, paths: dict[str, str], **kw) -> Path:
@@ -159,7 +160,8 @@ def test_plot_cli_bad_input_is_one_clear_line(runs, tmp_path, setup, extra, mess
 
 
 def test_matplotlib_is_not_imported_by_the_package_or_the_cli():
-    code = "import sys, lscdistill.plots, lscdistill.cli; assert 'matplotlib' not in sys.modules"
+    modules = "lscdistill.plots, lscdistill.demo_figures, lscdistill.cli"
+    code = f"import sys, {modules}; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from lscdistill.centers import SnappedCenters
 from lscdistill.cli import app
 from lscdistill.planner import plan_dim
-from lscdistill.snap import LEVELS, _Candidates, fit_pca, load_system, snap
+from lscdistill.snap import fit_pca, load_system, snap
+from lscdistill.snap.candidates import LEVELS, SystemCandidates
 from lscdistill.stores import StoreWriter, open_store
 from lscdistill.systems import create_system
 
@@ -135,7 +136,7 @@ def _structured_rows(n_dim: int, system) -> torch.Tensor:
 def test_candidate_lists_hold_true_cosines_and_bound_every_other_vector(name):
     system_name, n_dim, kwargs = SYSTEMS[name]
     system = create_system(system_name, n_dim, **kwargs)
-    cands = _Candidates(system)
+    cands = SystemCandidates(system)
     base = cands.base
     everything = base.materialize(torch.float64)
     z = _unit(_structured_rows(n_dim, system)).float()
@@ -164,6 +165,44 @@ def test_fit_pca_matches_numpy_svd():
     np.testing.assert_allclose(pca.explained_variance, s[:5] ** 2 / 300, rtol=1e-9)
     np.testing.assert_allclose(np.abs(pca.components @ vt[:5].T), np.eye(5), atol=1e-9)
     np.testing.assert_allclose(pca.reduce(x).numpy(), centered @ pca.components.T, atol=1e-9)
+
+
+def _eigh_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hand-written PCA that scikit-learn's replaced: eigenvectors of the float64 covariance, by decreasing
+    eigenvalue. Returns (mean, components [dim, D], population variances [dim])."""
+    mean = x.mean(0)
+    values, vectors = np.linalg.eigh((x - mean).T @ (x - mean) / len(x))
+    return mean, vectors[:, ::-1][:, :dim].T, values[::-1][:dim]
+
+
+@pytest.mark.parametrize("block, max_values", [(65_536, 1 << 27), (48, 0)], ids=["in-memory", "block-wise"])
+@pytest.mark.parametrize("n, d, dim", [(300, 12, 5), (500, 24, 24), (130, 40, 9)])
+def test_fit_pca_projects_like_the_covariance_eigenvectors_up_to_sign(n, d, dim, block, max_values):
+    g = torch.Generator().manual_seed(n + d)
+    x = torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g) + 5.0 * torch.randn(d, generator=g)
+    pca = fit_pca(x, dim, block=block, max_values=max_values)
+    mean, components, variances = _eigh_pca(x.double().numpy(), dim)
+    ours, ref = pca.reduce(x).numpy(), (x.double().numpy() - mean) @ components.T
+    sign = np.sign((ours * ref).sum(0))  # one sign per component
+    assert set(sign.tolist()) <= {-1.0, 1.0}
+    np.testing.assert_allclose(ours, ref * sign, atol=1e-8 * np.abs(ref).max())
+    np.testing.assert_allclose(pca.explained_variance, variances, rtol=1e-9)
+    np.testing.assert_allclose(pca.mean, mean, atol=1e-12 * np.abs(mean).max())
+    total = float(x.double().numpy().var(0).sum())
+    assert pca.total_variance == pytest.approx(total, rel=1e-12)
+    assert pca.describe()["explained_variance_ratio"] == pytest.approx(variances.sum() / total, rel=1e-9)
+    top = np.abs(pca.components).argmax(axis=1)  # the recorded sign rule: largest-magnitude entry positive
+    assert (pca.components[np.arange(dim), top] > 0).all()
+
+
+def test_fit_pca_with_fewer_classes_than_dims_keeps_distances_and_completes_the_basis():
+    x = torch.randn(6, 20, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    pca = fit_pca(x, 10)
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(10), atol=1e-12)
+    z = pca.reduce(x)
+    torch.testing.assert_close(torch.cdist(z, z), torch.cdist(x, x), atol=1e-10, rtol=0)  # 6 points span 5 dims
+    np.testing.assert_allclose(pca.explained_variance[5:], 0.0, atol=1e-12)
+    assert pca.describe()["explained_variance_ratio"] == pytest.approx(1.0)
 
 
 # -------------------------------------------------------------------------------------------------- stores, CLI

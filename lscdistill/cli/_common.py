@@ -34,8 +34,10 @@ Workers = Annotated[int | None, typer.Option("--workers", "-j", min=0, help=WORK
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: errors that mean "bad input": shown as one red line (set LSCDISTILL_DEBUG=1 for the traceback)
-KNOWN_ERRORS = (ValueError, IndexError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
+#: errors that mean "bad input": shown as one red line (set LSCDISTILL_DEBUG=1 for the traceback). The project
+#: raises ValueError (and its StoreError) for bad input, and the OS errors below come from the paths given; anything
+#: else (KeyError, IndexError, ...) is a bug and keeps its traceback.
+KNOWN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
 
 
 def handle_errors(func: F) -> F:
@@ -48,8 +50,7 @@ def handle_errors(func: F) -> F:
         except KNOWN_ERRORS as exc:
             if os.environ.get("LSCDISTILL_DEBUG"):
                 raise
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,28 +1,15 @@
-"""Pictures (PNG, matplotlib's Agg backend): training curves of runs, and the latent space of a run like the
-paper's Figures 3, 6 and 7 (class clusters on their predefined centers; continual learning from 5 to 9 classes).
-
-matplotlib is imported inside the functions, so the rest of the package does not need it at import time.
-
-- :func:`plot_training_curves` — loss per optimizer step and validation top-1 per epoch, one line per run, read
-  from each run's ``metrics.jsonl``.
-- :func:`plot_latent` — a run's embeddings of a data set coloured by class, with its class centers marked: a 2-D
-  scatter (``dim 2``), a 3-D scatter on the unit sphere (``dim 3``), a PCA projection above that.
-- :func:`plot_continual` — Figure 7's three panels: the first run on its classes, the first run on the data of
-  all classes (new classes not trained yet), the continued run on all classes.
-- :func:`latent_figures` — trains the small models itself (an MLP on the 8x8 digits' pixels, CPU) and writes
-  ``latent-2d.png``, ``latent-3d.png`` and ``continual.png``.
+"""The latent space of a run like the paper's Figures 3, 6 and 7: class clusters on their predefined centers, and
+continual learning (a run continued with more classes).
 
 Coordinates: a run trained with the cosine loss (or cross-entropy) only constrains directions, so its
 embeddings and centers are drawn normalized, on the unit circle/sphere; a run trained with a distance loss
 (``dist``, ``cos+dist``) is drawn as it is, centers at their radius (``planar``: 5) with their cluster radius r_c.
+Memory grows with the points drawn (at most :data:`MAX_POINTS`) and the centers (at most :data:`MAX_CLASSES`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,39 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .centers import SystemCenters
-from .data import LabeledData, load_features
-from .files import atomic_file
-from .rundir import CONFIG, METRICS
+from ..centers import SystemCenters
+from ..data import LabeledData
+from ._common import check_png, loss_name, pyplot, save_png
 
-__all__ = [
-    "CurvesPlot",
-    "LatentPlot",
-    "latent_figures",
-    "plot_continual",
-    "plot_latent",
-    "plot_training_curves",
-    "read_metrics",
-]
+__all__ = ["MAX_CLASSES", "MAX_POINTS", "LatentPlot", "plot_continual", "plot_latent"]
 
 MAX_POINTS = 3000  # points drawn per panel (a seeded subset above this)
 MAX_CLASSES = 256  # a latent plot of more class centers is unreadable
 _SUBSET_SEED = 0
-NO_CHECKPOINTS = 10**9  # latent_figures' runs are never resumed; saving state every epoch would triple their time
-
-
-@dataclass
-class CurvesPlot:
-    """What :func:`plot_training_curves` drew: ``series[run name] = {"step", "loss", "epoch", "val_top1"}``.
-
-    Path-like: ``Path(result)`` and ``open(result)`` give the PNG.
-    """
-
-    path: Path
-    series: dict[str, dict[str, list[float]]]
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
 
 @dataclass
@@ -89,117 +52,6 @@ class LatentPlot:
         return str(self.path)
 
 
-# ------------------------------------------------------------------------------------------------ metrics
-def _run_names(run_dirs: list[Path]) -> list[str]:
-    names = [p.resolve().name for p in run_dirs]
-    if len(set(names)) < len(names):  # e.g. a/run and b/run
-        names = [f"{p.resolve().parent.name}/{p.resolve().name}" for p in run_dirs]
-    return names
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (a missing directory or file, or no record, is an error)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: not a `lscdistill train` run directory")
-    lines = path.read_text().splitlines()
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):
-                break  # a run being written: its last line may be incomplete
-            raise ValueError(f"{path}, line {n}: not JSON") from None
-    if not records:
-        raise ValueError(f"{path} holds no records yet (the run logs every --log-every steps and every epoch)")
-    return records
-
-
-def _curves(records: list[dict[str, Any]]) -> dict[str, list[float]]:
-    steps = [r for r in records if "loss" in r]
-    if not steps:  # logged only per epoch (--log-every 0, or fewer steps than --log-every)
-        steps = [{"step": r["step"], "loss": r["train_loss"]} for r in records if "train_loss" in r]
-    epochs = [r for r in records if "val_top1" in r]
-    return {
-        "step": [float(r["step"]) for r in steps],
-        "loss": [float(r["loss"]) for r in steps],
-        "epoch": [float(r["epoch"]) for r in epochs],
-        "val_top1": [float(r["val_top1"]) for r in epochs],
-    }
-
-
-def plot_training_curves(run_dirs: list[str | os.PathLike], out_png: str | os.PathLike) -> CurvesPlot:
-    """Training loss per optimizer step and validation top-1 per epoch, one line per run (labelled by name).
-
-    Args:
-        run_dirs: ``lscdistill train`` run directories (finished or still running: only ``metrics.jsonl`` is read).
-        out_png: the PNG to write (its directory must exist).
-
-    Returns:
-        The path and the plotted series per run.
-    """
-    run_dirs = [Path(p) for p in run_dirs]
-    if not run_dirs:
-        raise ValueError("give at least one run directory")
-    out_png = _check_out(out_png)
-    series = {name: _curves(read_metrics(p)) for name, p in zip(_run_names(run_dirs), run_dirs, strict=True)}
-    plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, ((name, s), run_dir) in enumerate(zip(series.items(), run_dirs, strict=True)):
-        color, label = f"C{i % 10}", f"{name} ({_loss_name(run_dir)})"
-        ax_loss.plot(s["step"], s["loss"], color=color, label=label, lw=1.5)
-        if s["val_top1"]:
-            ax_acc.plot(s["epoch"], s["val_top1"], color=color, marker="o", ms=3, label=label, lw=1.5)
-    if all(v > 0 for s in series.values() for v in s["loss"]):
-        ax_loss.set_yscale("log")
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="validation top-1", title="validation accuracy (exact decoding)")
-    if not any(s["val_top1"] for s in series.values()):
-        ax_acc.text(0.5, 0.5, "no validation data\n(train with --val-data)", ha="center", va="center")
-    else:
-        ax_acc.set_ylim(0, 1.02)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    _save(fig, out_png)
-    return CurvesPlot(out_png, series)
-
-
-# ------------------------------------------------------------------------------------------------ latent
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _check_out(out_png: str | os.PathLike) -> Path:
-    out_png = Path(out_png)
-    if out_png.suffix.lower() != ".png":
-        raise ValueError(f"the picture must be a .png file, got {out_png}")
-    if not out_png.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out_png.parent} does not exist")
-    return out_png
-
-
-def _save(fig, out_png: Path) -> None:
-    """Written under a temporary name and renamed: a crash never leaves a half-written PNG."""
-    try:
-        with atomic_file(out_png) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    finally:
-        _pyplot().close(fig)
-
-
 @dataclass
 class _Embedded:
     """A run's embeddings of a data set: ``z [N, D]``, ``labels [N]``, ``centers [C, D]`` (raw model space)."""
@@ -214,7 +66,7 @@ class _Embedded:
 
 
 def _embed(run_dir: str | os.PathLike, data: str | LabeledData, batch_size: int = 256) -> _Embedded:
-    from .evaluate import _data_for_run, load_run
+    from ..evaluate import _data_for_run, load_run
 
     model, centers, meta = load_run(run_dir)
     try:
@@ -245,23 +97,12 @@ def _embed(run_dir: str | os.PathLike, data: str | LabeledData, batch_size: int 
             c = np.stack(
                 [unit[labels == k].mean(0) if (labels == k).any() else np.zeros(z.shape[1]) for k in range(n_classes)]
             )
-        space = "raw" if "dist" in _loss_name(run_dir) else "unit"
+        space = "raw" if "dist" in loss_name(run_dir) else "unit"
         names = meta.get("class_names") or [str(k) for k in range(max(n_classes, int(labels.max()) + 1))]
         return _Embedded(z.astype(np.float64), labels, c, list(names), space, radius, meta)
     finally:
         if centers is not None:
             centers.close()
-
-
-def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _loss_name(run_dir: str | os.PathLike) -> str:
-    """``ce`` for a cross-entropy run, else its LSC loss (``cos``, ``dist``, ``cos+dist``); from ``config.json``."""
-    config = _run_config(run_dir)
-    return "ce" if config.get("objective") == "ce" else config.get("loss", "cos")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -291,7 +132,7 @@ def _top1(z: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> float:
 
 
 def _colors(n: int):
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(k % cmap.N) for k in range(n)]
 
@@ -384,11 +225,11 @@ def plot_latent(
     Returns:
         The drawn coordinates (see :class:`LatentPlot`).
     """
-    out_png = _check_out(out_png)
+    out_png = check_png(out_png)
     e = _embed(run_dir, data)
     points, centers, space, _ = _coords(e)
     top1 = _top1(e.z, e.labels, e.centers)
-    plt = _pyplot()
+    plt = pyplot()
     n_colors = max(len(centers), int(e.labels.max()) + 1)
     views = (40.0, 220.0) if points.shape[1] == 3 else (None,)  # a sphere has a far side: show it from both
     fig = plt.figure(figsize=(6.4 * len(views), 6.4))
@@ -400,7 +241,7 @@ def plot_latent(
             view = f"{'front' if i == 0 else 'back'} (azimuth {azim:.0f}°)"
             ax.text2D(0.5, 0.02, view, transform=ax.transAxes, ha="center", fontsize=9)
     (fig.suptitle if len(views) > 1 else fig.axes[0].set_title)(title or _title(e, space, top1), fontsize=10)
-    _save(fig, out_png)
+    save_png(fig, out_png)
     return LatentPlot(out_png, points, e.labels, centers, space, top1)
 
 
@@ -423,7 +264,7 @@ def plot_continual(
     Returns:
         One :class:`LatentPlot` per panel (all with ``path = out_png``).
     """
-    out_png = _check_out(out_png)
+    out_png = check_png(out_png)
     old, new = _embed(first_run, data), _embed(second_run, data)
     n_old, n_new = len(old.centers), len(new.centers)
     if n_new <= n_old or new.z.shape[1] != old.z.shape[1]:
@@ -439,7 +280,7 @@ def plot_continual(
         (old, points_b, all_rows, n_new, n_old, f"(b) + samples of classes {n_old}-{n_new - 1}, before training"),
         (new, points_c, all_rows, n_new, n_new, f"(c) after continued training on {n_new} classes"),
     ]
-    plt = _pyplot()
+    plt = pyplot()
     three_d = points_b.shape[1] == 3
     fig = plt.figure(figsize=(16, 5.6))
     lim = None if three_d else max(_limit(points_b, centers_new), _limit(points_c, centers_new))
@@ -465,110 +306,5 @@ def plot_continual(
     fig.suptitle(
         f"Continual learning without changing the model (dim {new.z.shape[1]}, {new.meta['centers'].get('name', '')})"
     )
-    _save(fig, out_png)
+    save_png(fig, out_png)
     return result
-
-
-# ------------------------------------------------------------------------------------------------ demo figures
-def _digits_features(root: Path, max_class: int) -> tuple[LabeledData, dict[str, str]]:
-    """The 8x8 digits as 64 pixel features in [0, 1], classes ``< max_class``, the fixed train/val split."""
-    from sklearn.datasets import load_digits
-
-    from .data import digits_split
-
-    digits = load_digits()
-    x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
-    paths = {}
-    for split in ("train", "val"):
-        idx = digits_split(y, split)
-        idx = idx[y[idx] < max_class]
-        for name, values in (("x", x[idx]), ("y", y[idx])):
-            paths[f"{split}_{name}"] = str(root / f"{split}-{name}{max_class}.npy")
-            np.save(paths[f"{split}_{name}"], values)
-    return load_features(paths["val_x"], paths["val_y"]), paths
-
-
-def latent_figures(
-    out_dir: str | os.PathLike,
-    *,
-    epochs: int = 60,
-    seed: int = 0,
-    quiet: bool = True,
-    work_dir: str | os.PathLike | None = None,
-) -> list[Path]:
-    """Train small models on the digits (an MLP on the 64 pixels, CPU) and draw their latent spaces.
-
-    Writes into ``out_dir``: ``latent-2d.png`` (the planar system of §5.1, 10 classes, distance loss with r = 5 and
-    r_c = 1 as in the paper's Figure 6), ``latent-3d.png`` (A_3r, 10 classes, cosine loss) and ``continual.png``
-    (Figure 7: planar, 5 classes, then continued on 9 with ``--init-from``). 20-35 s on 2 busy CPU cores.
-
-    Args:
-        out_dir: folder for the PNGs (created if missing).
-        epochs: epochs of every training run (the continued run gets the same).
-        seed: initialization and data-order seed.
-        quiet: no progress bars.
-        work_dir: keep the features and run directories here (default: a temporary folder, removed).
-
-    Returns:
-        The paths of the three PNGs.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    # tiny MLPs: one thread is as fast on an idle machine and several times faster on a busy one
-    torch.set_num_threads(1)
-    try:
-        return _latent_figures(out_dir, epochs, seed, quiet, work_dir)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _latent_figures(
-    out_dir: Path, epochs: int, seed: int, quiet: bool, work_dir: str | os.PathLike | None
-) -> list[Path]:
-    from .train import TrainConfig, run_train
-
-    with tempfile.TemporaryDirectory(prefix="lscdistill-latent-") as tmp:
-        root = Path(work_dir) if work_dir is not None else Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-
-        def train(name: str, max_class: int, **kw: Any) -> tuple[Path, LabeledData]:
-            val, p = _digits_features(root, max_class)
-            cfg = TrainConfig(
-                out=root / name,
-                features=p["train_x"],
-                labels=p["train_y"],
-                val_features=p["val_x"],
-                val_labels=p["val_y"],
-                hidden=256,
-                lr=2e-3,
-                schedule="cosine",
-                epochs=epochs,
-                seed=seed,
-                cpu=True,
-                quiet=quiet,
-                overwrite=True,
-                log_every=5,
-                checkpoint_every=NO_CHECKPOINTS,
-                **kw,
-            )
-            return run_train(cfg).run_dir, val
-
-        # planar in index order: the first 4 classes at 90 degrees, then 45, then 22.5 (the paper's 2-D system)
-        planar = {"system": "planar", "dim": 2, "interpolations": 2, "seed_system": None, "loss": "dist"}
-        run_2d, val = train("latent-2d", 10, **planar)
-        paths = [plot_latent(run_2d, val, out_dir / "latent-2d.png").path]
-        run_3d, val = train("latent-3d", 10, system="an", dim=3, seed_system=seed, loss="cos")
-        paths.append(plot_latent(run_3d, val, out_dir / "latent-3d.png").path)
-        first, _ = train("continual-5", 5, **planar)
-        second, val = train("continual-9", 9, init_from=str(first), **planar)
-        paths.append(plot_continual(first, second, val, out_dir / "continual.png")[0].path)
-    return paths
-
-
-if __name__ == "__main__":  # python -m lscdistill.plots OUT_DIR: regenerate the README pictures
-    import sys
-
-    start = time.perf_counter()
-    print(*latent_figures(sys.argv[1] if len(sys.argv) > 1 else "docs/img", quiet=False), sep="\n")
-    print(f"{time.perf_counter() - start:.1f} s")
