@@ -54,15 +54,14 @@ def fit_pca(
     """Fit a ``dim``-component PCA on the rows of ``means [n, D_in]`` (all, or ``rows``), in float64.
 
     Up to ``max_values`` values (``n * D_in``) are fitted at once with :class:`sklearn.decomposition.PCA` (the
-    eigenvectors of the covariance, memory O(n * D_in)); more are fed ``block`` rows at a time to
-    :class:`~sklearn.decomposition.IncrementalPCA` keeping all ``D_in`` components (exact, not truncated), so
-    memory is O(max(block, D_in) * D_in) whatever the number of classes (but each block costs an SVD: several
-    times slower than the covariance). Each component's sign makes its
-    largest-magnitude entry positive, so the result is deterministic. With fewer fitted classes than ``dim``,
-    the components past the data's are an orthonormal completion with zero variance.
+    eigenvectors of the covariance, memory O(n * D_in)). More are read ``block`` rows at a time, twice: the mean,
+    then the centered covariance, whose eigenvectors are the same solve as sklearn's ``covariance_eigh`` (sklearn
+    has no streaming form of it; its ``IncrementalPCA`` is exact with all components kept but costs an SVD per
+    block, ~50x slower here): memory O(block * D_in + D_in^2) whatever the number of classes. Each component's
+    sign makes its largest-magnitude entry positive, so the result is deterministic. With fewer fitted classes than
+    ``dim``, the components past the data's are an orthonormal completion with zero variance.
     """
     import scipy.linalg  # imported here: `import lscdistill` stays light
-    from sklearn.decomposition import PCA, IncrementalPCA
 
     d_in = means.shape[1]
     if not 1 <= dim <= d_in:
@@ -72,21 +71,37 @@ def fit_pca(
         raise ValueError("PCA needs at least one class mean")
     n = len(rows)
     if n * d_in <= max_values or n <= d_in:
-        x = means[torch.from_numpy(rows)].double().numpy()
-        solver = "covariance_eigh" if n > d_in else "full"  # covariance_eigh: D_in x D_in, fast for n >> D_in
-        with np.errstate(divide="ignore", invalid="ignore"):  # one class: sklearn's unused variances divide by 0
-            est = PCA(n_components=min(dim, n), svd_solver=solver).fit(x)
-        total = float(x.var(axis=0).sum())
+        mean, components, variance, total = _fit_in_memory(means[torch.from_numpy(rows)].double().numpy(), dim)
     else:
-        est, step = IncrementalPCA(n_components=d_in), max(block, d_in)
-        for s in range(0, n - step + 1, step):  # the last block takes the remainder (every block >= D_in rows)
-            end = n if s + 2 * step > n else s + step
-            est.partial_fit(means[torch.from_numpy(rows[s:end])].double().numpy())
-        total = float(est.var_.sum())
-    components, singular = est.components_[:dim], est.singular_values_[:dim]
+        mean, components, variance, total = _fit_blockwise(means, rows, dim, block)
     if len(components) < dim:  # fewer classes than dims: complete the basis (directions the means do not span)
         rest = scipy.linalg.null_space(components).T[: dim - len(components)]
-        components, singular = np.concatenate([components, rest]), np.concatenate([singular, np.zeros(len(rest))])
+        components, variance = np.concatenate([components, rest]), np.concatenate([variance, np.zeros(len(rest))])
     sign = np.sign(components[np.arange(dim), np.abs(components).argmax(axis=1)])
     components = components * np.where(sign == 0, 1.0, sign)[:, None]
-    return Pca(est.mean_.copy(), np.ascontiguousarray(components), singular**2 / n, total, n)
+    return Pca(mean, np.ascontiguousarray(components), variance, total, n)
+
+
+def _fit_in_memory(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    from sklearn.decomposition import PCA
+
+    n, d_in = x.shape
+    solver = "covariance_eigh" if n > d_in else "full"  # covariance_eigh: D_in x D_in, fast for n >> D_in
+    with np.errstate(divide="ignore", invalid="ignore"):  # one class: sklearn's unused variances divide by 0
+        est = PCA(n_components=min(dim, n), svd_solver=solver).fit(x)
+    return est.mean_.copy(), est.components_, est.singular_values_**2 / n, float(x.var(axis=0).sum())
+
+
+def _fit_blockwise(
+    means: torch.Tensor, rows: np.ndarray, dim: int, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def blocks():
+        for s in range(0, len(rows), block):
+            yield means[torch.from_numpy(rows[s : s + block])].double().numpy()
+
+    n = len(rows)
+    mean = sum(b.sum(axis=0) for b in blocks()) / n
+    cov = sum((b - mean).T @ (b - mean) for b in blocks()) / n  # population covariance, D_in x D_in
+    variance, vectors = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(variance)[::-1][:dim]
+    return mean, vectors[:, order].T, np.clip(variance[order], 0.0, None), float(np.trace(cov))
