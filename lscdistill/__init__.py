@@ -5,8 +5,7 @@ The stable Python API (everything else may move between versions)::
     from lscdistill import create_system, SystemCenters, CosineLoss, open_store, snap, plan_dim, load
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .centers import SnappedCenters, StoreCenters, SystemCenters, TableCenters
 from .inference import Classifier, load
 from .losses import CosineLoss

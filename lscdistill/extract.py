@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .data import (
     FeatureData,
     LabeledData,

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__
+from ._version import __version__
 from .demo import DemoConfig, run_demo
 from .evaluate import EvalConfig, run_evaluate
 from .extract import ExtractConfig, run_extract

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .batchnorm import batchnorm_layers, recompute_batchnorm
 from .centers import Centers, StoreCenters, SystemCenters
 from .data import (

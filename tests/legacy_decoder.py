@@ -128,7 +128,7 @@ def _positive_roots_best(fam, ranked, drop_last):
 
 
 def _pattern_nearest(system: PatternSystem, x, norm):
-    ranked = _Ranked(system._lift(x))
+    ranked = _Ranked(system.lift(x))
     indices, scores = [], []
     for fam, lo in zip(system.families, system._offsets, strict=False):
         pos, score = _family_best(fam, ranked, system._drop)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from .demo import demo_command
 from .export import export_command
 from .extract import extract_command

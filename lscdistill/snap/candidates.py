@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..systems.base import VectorSystem
-from ..systems.pattern import Family, PatternSystem, helmert
+from ..systems.pattern import Family, PatternSystem
 from ..systems.shuffled import ShuffledSystem
 
 __all__ = ["BRUTE_FORCE_MAX", "LEVELS", "PatternLayout", "SystemCandidates", "pattern_layout"]
@@ -31,7 +31,8 @@ BRUTE_FORCE_MAX = 1 << 20  # systems without candidate structure (planar) are sc
 
 
 class PatternLayout(NamedTuple):
-    """What snap's grid path needs from a :class:`PatternSystem` beyond its public attributes."""
+    """What snap's grid path needs from a :class:`PatternSystem` (its public ``drop_last``, ``offsets``, ``lift``,
+    ``project``)."""
 
     drop_last: bool  # the last of n_coords coordinates is dropped (the paper's A_n projection)
     offsets: list[int]  # first system index of each family
@@ -40,27 +41,8 @@ class PatternLayout(NamedTuple):
 
 
 def pattern_layout(system: PatternSystem) -> PatternLayout:
-    """The one place snap reads :class:`PatternSystem`'s private state (``_drop``, ``_offsets``, ``_lift`` and the
-    projection inside ``_vectors``).
-
-    TODO(systems): ``PatternSystem`` should grow a public ``layout() -> PatternLayout`` (and ``_vectors`` should
-    call its ``project``); this adapter then becomes ``system.layout()``. Not done here: ``systems/`` is being
-    edited on another branch.
-    """
-    drop, n_dim = bool(system._drop), system.n_dim
-    if drop:
-
-        def project(v: torch.Tensor) -> torch.Tensor:
-            return v[:, :n_dim]
-
-    elif system.projection == "orthonormal":
-        project = helmert
-    else:
-
-        def project(v: torch.Tensor) -> torch.Tensor:
-            return v
-
-    return PatternLayout(drop, list(system._offsets), system._lift, project)
+    """What snap's grid path needs from a :class:`PatternSystem`, through its public methods."""
+    return PatternLayout(system.drop_last, system.offsets, system.lift, system.project)
 
 
 def _combos(t: int, k: int) -> torch.Tensor:

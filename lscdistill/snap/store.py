@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..planner import fit_message
 from ..stores import Store, StoreError, StoreWriter, check_output_path, open_store
 from ..stores.writer import BLOCK_ROWS

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from .format import FORMAT_NAME, FORMAT_VERSION, KINDS, StoreError, chunk_rows
 
 __all__ = ["MeanAccumulator", "StoreWriter", "check_output_path"]

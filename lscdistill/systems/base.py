@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -75,21 +75,16 @@ def mark_degenerate(
     return idx, cos
 
 
-class Candidates(tuple):
+class Candidates(NamedTuple):
     """Result of :meth:`VectorSystem.candidates`: ``(index [B, K], score [B, K], bound [B])``.
 
     ``index`` holds system indices (``-1`` pads invalid slots, whose score is ``-inf``), ``score`` their cosine
     similarity with each row, and ``bound`` an upper bound on the cosine of every system vector *not* listed.
     """
 
-    __slots__ = ()
-
-    def __new__(cls, index: torch.Tensor, score: torch.Tensor, bound: torch.Tensor):
-        return super().__new__(cls, (index, score, bound))
-
-    index = property(lambda self: self[0])
-    score = property(lambda self: self[1])
-    bound = property(lambda self: self[2])
+    index: torch.Tensor
+    score: torch.Tensor
+    bound: torch.Tensor
 
 
 class VectorSystem(ABC):

@@ -424,19 +424,36 @@ class PatternSystem(VectorSystem):
         return out
 
     def _vectors(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        v = self._dense(idx, dtype)  # small integers: exact in any float dtype
-        v = v[:, : self.n_dim] if self._drop else helmert(v) if self.projection == "orthonormal" else v
+        v = self.project(self._dense(idx, dtype))  # small integers: exact in any float dtype
         return (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(dtype)
 
-    def _lift(self, z: torch.Tensor) -> torch.Tensor:
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """Family coordinates ``[B, n_coords]`` -> ``[B, n_dim]``, not normalized: the last coordinate dropped
+        (``drop_last``), the orthonormal (Helmert) projection, or as they are (``native``)."""
+        return v[:, : self.n_dim] if self._drop else helmert(v) if self.projection == "orthonormal" else v
+
+    def lift(self, z: torch.Tensor) -> torch.Tensor:
+        """A query ``[B, n_dim]`` -> ``[B, n_coords]`` in family coordinates, where its dot product with a family
+        vector ``v`` equals the query's with ``project(v)`` (drop_last: the dropped coordinate's dot product
+        is 0; orthonormal: the transpose of the projection)."""
         return helmert_t(z) if self.projection == "orthonormal" else z
+
+    @property
+    def drop_last(self) -> bool:
+        """The last of ``n_coords`` coordinates is dropped (the paper's A_n projection)."""
+        return self._drop
+
+    @property
+    def offsets(self) -> list[int]:
+        """First system index of each family (and the system's size last)."""
+        return list(self._offsets)
 
     # ---------------------------------------------------------------------------------------- nearest
     def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Branch-free: the extreme coordinates every family needs are found once (fixed shapes, no host sync),
         # then every family scores all its variants from them. Ties: see the module docstring.
         plan = self._plan
-        lifted = self._lift(x)
+        lifted = self.lift(x)
         ranks = plan.ranks(lifted) if plan.n_cols else Ranks(lifted, lifted[:, :0].long(), lifted[:, :0])
         indices, scores = [], []
         for fam, lo in zip(self.families, self._offsets, strict=False):
@@ -466,7 +483,7 @@ class PatternSystem(VectorSystem):
         the rest of the vector is bounded by the unconstrained rearrangement optimum. The bound is the largest
         such value over ``u`` and the value on the dropped coordinate, each divided by its own norm.
         """
-        x = self._lift(z)
+        x = self.lift(z)
         b, width = x.shape
         ranked = _Ranked(x)
         p = min(m, width)
