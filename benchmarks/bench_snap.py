@@ -131,7 +131,7 @@ def _store_to_store(name: str, quick: bool) -> list[dict]:
                 for s in range(0, n, 65_536):
                     w.write_rows(s, counts=np.full(len(means[s : s + 65_536]), 10), centers=means[s : s + 65_536])
             del means
-            cfg = SnapConfig(means=src, out=Path(tmp) / "snapped.h5", seed=0, interpolations=interpolations)
+            cfg = SnapConfig(means=src, out=Path(tmp) / "snapped.h5", seed_system=0, interpolations=interpolations)
             start = time.perf_counter()
             _, report = run_snap(cfg)
             seconds = time.perf_counter() - start

@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     step(3, "snap the means to distinct A_n roots (maximum total cosine)")
     snapped = stores / "snapped.h5"
     _, snap_report = timed(
-        "snap", run_snap, SnapConfig(means=means, out=snapped, system="an", seed=cfg.seed, method="exact")
+        "snap", run_snap, SnapConfig(means=means, out=snapped, system="an", seed_system=cfg.seed, method="exact")
     )
     console.print(
         f"  mean cosine of a class mean to its root {snap_report.mean_cosine:.3f} "

@@ -33,6 +33,7 @@ class Cli:
         cli_default: the command line's default when it is spelled differently from the field's (``"0/1"`` for
             ``(0, 1)``).
         to_config: the parsed value -> the field's value (repeatable options: ``tuple(value or ())``).
+        argument: a positional argument instead of an option (``flags`` unused).
     """
 
     help: str
@@ -42,6 +43,7 @@ class Cli:
     cli_type: Any = None
     cli_default: Any = ...  # ...: the field's own default
     to_config: Callable[[Any], Any] | None = None
+    argument: bool = False
 
 
 def opt(default: Any, help: str, *flags: str, **cli: Any) -> Any:

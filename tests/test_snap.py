@@ -225,7 +225,7 @@ def test_cli_writes_a_snapped_store_that_rebuilds_its_system(tmp_path):
     system = create_system("an", 16, seed=5, interpolations=1)
     means, planted = _means(system, "planted", n=300)
     src = _store(tmp_path / "means.h5", means, names=[f"c{i}" for i in range(300)])
-    args = ["snap", str(src), "--system", "an", "--seed", "5", "-k", "1", "--out", str(tmp_path / "s.h5"), "--json"]
+    args = ["snap", str(src), "--system", "an", "--system-seed", "5", "-k", "1", "--out", str(tmp_path / "s.h5"), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -250,7 +250,7 @@ def test_snapped_centers_decode_fast_and_exact_like_brute_force(tmp_path):
     system = create_system("an", 9, seed=2)  # 72 roots, 40 owned by classes
     means, _ = _means(system, "random", n=40, seed=4)
     src = _store(tmp_path / "means.h5", means)
-    assert runner.invoke(app, ["snap", str(src), "--seed", "2", "--out", str(tmp_path / "s.h5")]).exit_code == 0
+    assert runner.invoke(app, ["snap", str(src), "--system-seed", "2", "--out", str(tmp_path / "s.h5")]).exit_code == 0
     g = torch.Generator().manual_seed(8)
     z = torch.cat([torch.randn(300, 9, generator=g), torch.full((1, 9), float("nan"))])
     with open_store(tmp_path / "s.h5") as s:

@@ -196,7 +196,7 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
     meta = json.loads((tmp_path / "from-ce" / "model.json").read_text())
     assert meta["model"]["project"] and meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     # snap the means to A_16 and train toward the snapped centers: evaluate decodes them fast as well
-    _ok("snap", tmp_path / "means.h5", "--system", "an", "--seed", "3", "--out", tmp_path / "snapped.h5")
+    _ok("snap", tmp_path / "means.h5", "--system", "an", "--system-seed", "3", "--out", tmp_path / "snapped.h5")
     _ok("train", *args, *FAST, "--centers", tmp_path / "snapped.h5", "--out", tmp_path / "snapstud")
     meta = json.loads((tmp_path / "snapstud" / "model.json").read_text())
     assert meta["centers"]["kind"] == "snapped" and meta["centers"]["system"]["seed"] == 3

@@ -92,7 +92,10 @@ def _parameters(config: type) -> list[inspect.Parameter]:
         if cli is None:
             continue
         bounds = {k: v for k in ("min", "max") if (v := getattr(cli, k)) is not None}
-        option = typer.Option(*(cli.flags or (f"--{f.name.replace('_', '-')}",)), help=cli.help, **bounds)
+        if cli.argument:
+            option = typer.Argument(help=cli.help, **bounds)
+        else:
+            option = typer.Option(*(cli.flags or (f"--{f.name.replace('_', '-')}",)), help=cli.help, **bounds)
         default = f.default if cli.cli_default is ... else cli.cli_default
         default = inspect.Parameter.empty if default is dataclasses.MISSING else default
         if _repeatable(cli.cli_type):
@@ -124,14 +127,24 @@ def config_from_options(config: type, values: dict[str, Any], converters: dict[s
 def config_command(config: type, **converters: Callable) -> Callable[[Callable[[Any], None]], Callable[..., None]]:
     """Decorator: a command ``body(cfg)`` becomes a Typer command whose options are ``config``'s fields, with the
     help declared on them (one declaration per flag: the dataclass), and whose ``--help`` text is the body's
-    docstring; known errors become one line (:func:`handle_errors`). ``converters``: field name -> function of
-    the parsed text, for command-line syntax (a ``typer.BadParameter`` it raises is a usage error)."""
+    docstring; known errors become one line (:func:`handle_errors`). Keyword parameters of the body after ``cfg``
+    (annotated like any Typer parameter) become options too and reach the body as they are. ``converters``: field
+    name -> function of the parsed text, for command-line syntax (a ``typer.BadParameter`` it raises is a usage
+    error)."""
 
-    def decorate(body: Callable[[Any], None]) -> Callable[..., None]:
-        params = _parameters(config)
+    def decorate(body: Callable[..., None]) -> Callable[..., None]:
+        # the body's own keyword parameters after ``cfg`` (e.g. ``as_json: JsonOpt = False``): output options
+        # that are not part of the configuration, passed through as they are
+        hints = typing.get_type_hints(body, include_extras=True)
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[p.name])
+            for p in list(inspect.signature(body).parameters.values())[1:]
+        ]
+        params = _parameters(config) + own
 
         def command(**values: Any) -> None:
-            return body(config_from_options(config, values, converters))
+            passed = {p.name: values.pop(p.name) for p in own}
+            return body(config_from_options(config, values, converters), **passed)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}

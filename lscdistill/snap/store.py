@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._version import __version__
+from ..options import negative_is_none, opt
 from ..planner import fit_message
 from ..stores import Store, StoreError, StoreWriter, check_output_path, open_store
 from ..stores.writer import BLOCK_ROWS
@@ -28,19 +29,28 @@ __all__ = ["SnapConfig", "run_snap"]
 
 @dataclass
 class SnapConfig:
-    """Everything ``lscdistill snap`` needs (the CLI flags one to one)."""
+    """Everything ``lscdistill snap`` needs (the command's options are derived from these fields)."""
 
-    means: Path  # a class-means store (kind "means", from extract or merge)
-    out: Path  # the snapped store to write
-    system: str = "an"  # vector system name
-    seed: int | None = None  # seeded shuffle of the system's indices (A_nr); the vectors are the same
-    interpolations: int = 0
-    projection: str | None = None  # None: the system's default (an: drop_last)
-    dim: int | None = None  # target n_dim; None: the store's n_dim
-    reduce: str = "none"  # "pca": reduce the means to `dim` first (fitted on the class means)
-    method: str = "auto"  # auto, exact, greedy
-    allow_empty: bool = False  # give empty classes unused vectors instead of refusing
-    overwrite: bool = False
+    means: Path = opt(MISSING, "Class-means store (kind 'means', from extract or merge).", argument=True)  # noqa: RUF009
+    out: Path = opt(MISSING, "Snapped store to write (HDF5).", "--out", "-o")  # noqa: RUF009
+    system: str = opt("an", "Vector system: an, anp, v21, v22, planar.", "--system", "-s")
+    seed_system: int | None = opt(
+        None,
+        "Shuffle key of the system (A_nr: a seeded order of the same vectors), as train's --system-seed; "
+        "omitted or -1: the unshuffled order.",
+        "--system-seed",
+        to_config=negative_is_none,
+    )
+    interpolations: int = opt(0, "Interpolation levels (an: 0 or 1).", "--interpolations", "-k", min=0)
+    projection: str | None = opt(None, "drop_last (an default) or orthonormal.")
+    dim: int | None = opt(None, "Target n_dim (default: the store's); needs --reduce.", min=1)
+    reduce: str = opt("none", "none, or pca: reduce the means to --dim first (fitted on the means).")
+    method: str = opt(
+        "auto",
+        "auto (exact unless over 200,000 classes compete for the same vectors), exact (proven optimum) or greedy.",
+    )
+    allow_empty: bool = opt(False, "Give classes with count 0 unused vectors instead of refusing.")
+    overwrite: bool = opt(False, "Replace an existing output store.")
     command: str | None = None  # recorded in the provenance
 
 
@@ -97,7 +107,7 @@ def _read(cfg: SnapConfig) -> tuple[_Source, VectorSystem, int]:
                 f"pass --reduce pca to reduce them to {dim} dims first"
             )
         system = create_system(
-            cfg.system, dim, seed=cfg.seed, interpolations=cfg.interpolations, projection=cfg.projection
+            cfg.system, dim, seed=cfg.seed_system, interpolations=cfg.interpolations, projection=cfg.projection
         )
         if store.n_classes > len(system):
             raise ValueError(fit_message(store.n_classes, cfg.system, dim, cfg.interpolations))
