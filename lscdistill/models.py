@@ -28,6 +28,7 @@ __all__ = [
     "parse_model_kwargs",
     "resolve_checkpoint",
     "save_run_model",
+    "signed_features",
     "unwrap",
 ]
 
@@ -186,6 +187,22 @@ class MLP(nn.Module):
 
 
 PROJECTIONS = ("auto", "linear", "none")  # what a Student puts between its backbone and its embedding
+
+
+def signed_features(backbone: nn.Module) -> bool:
+    """Whether the backbone's pre-logits features can take either sign: its last module with parameters is a
+    LayerNorm with no activation registered after it (a ViT's final ``norm``/``fc_norm``, a ConvNeXt head's
+    ``norm``), not a BatchNorm or convolution followed by ReLU/SiLU and pooling (CNN features are non-negative or
+    nearly so). Judged from the order modules are registered in, which is the forward order in timm's models."""
+    modules = list(backbone.modules())
+    owners = [i for i, m in enumerate(modules) if next(m.parameters(recurse=False), None) is not None]
+    if not owners or not isinstance(modules[owners[-1]], nn.LayerNorm):
+        return False
+    after = modules[owners[-1] + 1 :]  # an activation after the norm (e.g. EfficientViT's head) clips the signs
+    return not any(isinstance(m, _ACTIVATIONS) for m in after)
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.LeakyReLU, nn.Softplus)
 
 
 class Student(nn.Module):

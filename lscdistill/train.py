@@ -45,7 +45,16 @@ from .data import (
 from .evaluate import calibrate_after_training, evaluate_model
 from .losses import RADIUS_FRACTION, create_loss
 from .mixup import CenterMixup
-from .models import PROJECTIONS, Student, build_student, load_run_model, parse_model_kwargs, save_run_model, unwrap
+from .models import (
+    PROJECTIONS,
+    Student,
+    build_student,
+    load_run_model,
+    parse_model_kwargs,
+    save_run_model,
+    signed_features,
+    unwrap,
+)
 from .options import as_str, model_kwargs_option, negative_is_none, opt, workers_option
 from .progress import progress_bar
 from .rundir import CONFIG, RunLog, create_centers, create_run_dir, read_checkpoint, save_checkpoint
@@ -107,7 +116,8 @@ class TrainConfig:
         "auto",
         "Layer between the model's features and the embedding: linear (always), none (the features themselves: "
         "--dim must equal the model's width; for outputs that take both signs, e.g. a ViT's final LayerNorm) or auto "
-        "(linear for lsc, for ce only when --dim differs from the width).",
+        "(lsc: none when the model ends in a LayerNorm, e.g. a ViT, and --dim is its width or not given, else "
+        "linear; ce: linear only when --dim differs from the width).",
     )
     hidden: int = opt(256, "MLP width for --features.", min=1)
     n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
@@ -469,7 +479,8 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
 
 def _project(cfg: TrainConfig) -> bool | str:
     """``model.json``'s ``project`` for ``--projection-layer``: ``True`` (linear), ``False`` (only when the widths
-    differ) or ``"none"``. ``auto`` is linear for LSC: CNN and MLP features end in ReLU/GELU, centers need signs."""
+    differ) or ``"none"``. ``auto`` is linear for LSC (CNN and MLP features end in ReLU/GELU, centers need signs),
+    except for backbones whose features take both signs at the width asked for (:func:`_signed_auto`)."""
     if cfg.projection_layer not in PROJECTIONS:
         raise ValueError(f"--projection-layer must be one of {', '.join(PROJECTIONS)}, got {cfg.projection_layer!r}")
     if cfg.projection_layer == "none":
@@ -477,11 +488,23 @@ def _project(cfg: TrainConfig) -> bool | str:
     return cfg.projection_layer == "linear" or cfg.objective == "lsc"
 
 
+def _signed_auto(cfg: TrainConfig, spec: dict[str, Any], probe) -> bool:
+    """``--projection-layer auto`` for an LSC student whose backbone ends in a LayerNorm (a ViT: features of both
+    signs, :func:`~lscdistill.models.signed_features`) and whose ``--dim`` is its width (or not given): no projection
+    layer, as the paper's ViT-S. Measured on MNIST with ``test_vit`` (docs/training.md, "Projection")."""
+    if cfg.projection_layer != "auto" or cfg.objective != "lsc" or spec.get("architecture") == "mlp":
+        return False
+    return signed_features(probe.backbone) and probe.dim == int(probe.backbone.num_features)
+
+
 def _setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> _Setup:
     """Model first (its data config decides the preprocessing), then data, then centers; checked against each
     other before anything is written."""
     spec, train_data, store, init = _student_spec(cfg)
     probe = build_student(spec)
+    if _signed_auto(cfg, spec, probe):  # an LSC student whose features already take both signs: no extra layer
+        spec["project"] = "none"
+        probe = build_student(spec)
     spec["dim"] = dim = probe.dim
     pre = None
     if cfg.features is None:

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from lscdistill.cli import app
-from lscdistill.models import Student, build_student, load_run_model
+from lscdistill.models import Student, build_student, load_run_model, signed_features
 
 runner = CliRunner()
 
@@ -70,3 +70,25 @@ def test_train_without_projection_layer_and_its_errors(tmp_path):
         result = runner.invoke(app, [*common, *extra, "--out", str(bad)])
         assert result.exit_code != 0 and message in result.output, result.output
         assert not bad.exists()
+
+
+@pytest.mark.parametrize(
+    ("architecture", "signed"),
+    [("test_vit", True), ("test_convnext", True), ("test_resnet", False), ("test_efficientnet", False)],
+)
+def test_signed_features_follow_the_last_layer(architecture, signed):
+    backbone = build_student({"architecture": architecture}).backbone
+    assert signed_features(backbone) == signed
+    if not signed and architecture == "test_resnet":  # ReLU then pooling: nothing below zero
+        with torch.no_grad():
+            z = backbone.eval().forward_head(backbone.forward_features(torch.randn(8, 3, 32, 32)), pre_logits=True)
+        assert bool((z >= 0).all())
+
+
+@pytest.mark.parametrize(("dim", "project"), [(None, "none"), (9, True)])
+def test_auto_drops_the_layer_for_a_vit_at_its_width(tmp_path, dim, project):
+    args = ["train", "--model", "test_vit", "--data", "digits:val", "--epochs", "1", "-b", "64", "-q"]
+    args += ["--dim", str(dim)] if dim else []
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["model"]["project"] == project
