@@ -27,6 +27,7 @@ from . import (
     bench_extract,
     bench_inference,
     bench_openset,
+    bench_paper_training,
     bench_predict,
     bench_realdata,
     bench_snap,
@@ -88,6 +89,13 @@ BENCHMARKS = {
             "New-class detection on digits (5 held-back classes), calibrated; continual learning",
             bench_openset.Config,
             bench_openset.run,
+            default=False,
+        ),
+        Benchmark(
+            "paper-training",
+            "The paper's training experiments in kind: convergence gap (§6.7), Tables 4/6/7, Figures 5/8/9, §6.6",
+            bench_paper_training.Config,
+            bench_paper_training.run,
             default=False,
         ),
     )
