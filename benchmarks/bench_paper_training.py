@@ -47,17 +47,17 @@ RUNS: dict[str, dict[str, dict[str, Any]]] = {
         "lsc-an": {"seed_system": None},
         "lsc-anp": {"system": "anp", "seed_system": None},
         "lsc-ceembs": {"centers": "means"},
-    },  # fmt: skip
+    },
     "table4": {
         "ce-dim3": {"objective": "ce", "dim": 3},
         "lsc-ceembs-dim3": {"centers": "means3"},
         "lsc-ceembs-dim3-mixed": {"centers": "means3-mixed"},
-    },  # fmt: skip
+    },
     "table6": {
         f"{m}-aug-{a}": {"system": s, "seed_system": None, "aug": a}
         for m, s in (("lsc-an", "an"), ("lsc-anp", "anp"))
         for a in ("none", "light")
-    },  # fmt: skip
+    },
 }
 
 
@@ -69,14 +69,14 @@ class Config:
     experiments: tuple[str, ...] = ("gap", "table7", "table4", "table6")
     image_model: str = "test_resnet"  # Table 6 (augmentation needs images): digits images, this timm model
     image_size: int = 16
-    image_epochs: int = 8
+    image_epochs: int = 5
     limit_per_class: int | None = None  # at most this many training samples per class (smoke tests)
     img_dir: str | None = "docs/img"  # where the PNGs go (None: none drawn)
     extra: dict[str, Any] = field(default_factory=dict)  # more TrainConfig fields for every run (sweeps)
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(seeds=(0,), epochs=10, image_epochs=5)
+        return cls(seeds=(0,), epochs=10, image_epochs=3, img_dir=None)  # the figures come from a full run
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -126,21 +126,27 @@ def features(name: str, root: Path, limit: int | None = None) -> Features:
 
 
 # ------------------------------------------------------------------------------------------------------ runs
-def train(out: Path, data: Features | None, seed: int, epochs: int, **fields: Any) -> dict[str, Any]:
+def train(out: Path, feats: Features | None, seed: int, epochs: int, **fields: Any) -> dict[str, Any]:
     """One ``run_train`` and what its ``metrics.jsonl`` says: val top-1 per epoch, the logged loss, seconds."""
     from lscdistill.train import TrainConfig, run_train
 
-    if data is not None:
-        paths = {"features": data.train_x, "labels": data.train_y}
-        fields = paths | {"val_features": data.val_x, "val_labels": data.val_y} | fields
+    if feats is not None:
+        paths = {"features": feats.train_x, "labels": feats.train_y}
+        fields = paths | {"val_features": feats.val_x, "val_labels": feats.val_y} | fields
     start = time.perf_counter()
     result = run_train(TrainConfig(out=out, seed=seed, epochs=epochs, quiet=True, cpu=True, **fields))
     seconds = time.perf_counter() - start
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [m["val_top1"] for m in lines if "val_top1" in m]
     loss = [[m["step"], m["loss"]] for m in lines if "loss" in m]
-    return {"curve": curve, "loss": loss, "steps": result.steps, "steps_per_epoch": result.steps // epochs,
-            "final": curve[-1], "train_s": seconds}  # fmt: skip
+    return {
+        "curve": curve,
+        "loss": loss,
+        "steps": result.steps,
+        "steps_per_epoch": result.steps // epochs,
+        "final": curve[-1],
+        "train_s": seconds,
+    }
 
 
 def teacher_stores(ce_run: Path, data: Features, work: Path, stem: str, mixed: bool = False) -> dict[str, str]:
@@ -156,14 +162,24 @@ def teacher_stores(ce_run: Path, data: Features, work: Path, stem: str, mixed: b
     np.save(work / f"{stem}-emb.npy", emb)
     y = np.load(data.train_y)
     stores = {stem: str(work / f"{stem}.h5")}
-    run_extract(ExtractConfig(out=Path(stores[stem]), features=str(work / f"{stem}-emb.npy"), labels=data.train_y,
-                              quiet=True, cpu=True))  # fmt: skip
+    run_extract(
+        ExtractConfig(
+            out=Path(stores[stem]), features=str(work / f"{stem}-emb.npy"), labels=data.train_y, quiet=True, cpu=True
+        )
+    )
     if mixed:  # store row perm[c] = mean of class c, so class c trains toward another class's mean
         perm = np.roll(np.arange(data.n_classes), 1)
         np.save(work / f"{stem}-mixed-y.npy", perm[y])
         stores[f"{stem}-mixed"] = str(work / f"{stem}-mixed.h5")
-        run_extract(ExtractConfig(out=Path(stores[f"{stem}-mixed"]), features=str(work / f"{stem}-emb.npy"),
-                                  labels=str(work / f"{stem}-mixed-y.npy"), quiet=True, cpu=True))  # fmt: skip
+        run_extract(
+            ExtractConfig(
+                out=Path(stores[f"{stem}-mixed"]),
+                features=str(work / f"{stem}-emb.npy"),
+                labels=str(work / f"{stem}-mixed-y.npy"),
+                quiet=True,
+                cpu=True,
+            )
+        )
     else:
         stores["snapped"] = str(work / f"{stem}-snapped.h5")
         run_snap(SnapConfig(means=Path(stores[stem]), out=Path(stores["snapped"]), system="an"))
@@ -188,8 +204,13 @@ def _cell(cfg: Config, data: Features, seed: int, work: Path) -> dict[str, dict[
     order = [m for exp in wanted.values() for m in exp]
     need_means = any(m in order for m in ("lsc-snapped", "lsc-ceembs"))
     for method in ["ce"] * need_means + ["ce-dim3"] * ("table4" in wanted):
-        runs[method] = train(work / method, data, seed, cfg.epochs, **_fields(
-            RUNS["gap" if method == "ce" else "table4"][method], stores, data.n_classes, cfg.extra))  # fmt: skip
+        runs[method] = train(
+            work / method,
+            data,
+            seed,
+            cfg.epochs,
+            **_fields(RUNS["gap" if method == "ce" else "table4"][method], stores, data.n_classes, cfg.extra),
+        )
         stem = "means" if method == "ce" else "means3"
         stores |= teacher_stores(work / method, data, work, stem, mixed=method == "ce-dim3")
     for exp, specs in wanted.items():
@@ -223,10 +244,16 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 #: ratios of epochs to target that the headlines report: (figure, numerator, denominator)
 RATIOS = (
-    ("lsc-anr", "ce"), ("lsc-snapped", "ce"), ("lsc-plan-dim", "ce"), ("lsc-v21", "ce"),
-    ("lsc-anr-paper-opt", "ce-paper-opt"), ("lsc-snapped", "lsc-anr"), ("lsc-plan-dim", "lsc-anr"),
-    ("lsc-ceembs-dim3", "ce-dim3"), ("lsc-ceembs-dim3-mixed", "lsc-ceembs-dim3"),
-)  # fmt: skip
+    ("lsc-anr", "ce"),
+    ("lsc-snapped", "ce"),
+    ("lsc-plan-dim", "ce"),
+    ("lsc-v21", "ce"),
+    ("lsc-anr-paper-opt", "ce-paper-opt"),
+    ("lsc-snapped", "lsc-anr"),
+    ("lsc-plan-dim", "lsc-anr"),
+    ("lsc-ceembs-dim3", "ce-dim3"),
+    ("lsc-ceembs-dim3-mixed", "lsc-ceembs-dim3"),
+)
 
 
 def _annotate(runs: dict[str, dict[str, Any]]) -> float:
@@ -258,13 +285,15 @@ def _headlines(section: Section, cells: dict[tuple[str, int], dict[str, dict[str
             target = GAP_TARGET if den in ("ce", "ce-paper-opt") else None
             figure = f"epochs to 95% of CE final: {num} / {den}"
             value = _spread([a / b for a, b in pairs])
-            section.headlines.append(headline(figure, value, n_classes=n_classes, case=d, target=target,
-                                              higher_is_better=False))  # fmt: skip
+            section.headlines.append(
+                headline(figure, value, n_classes=n_classes, case=d, target=target, higher_is_better=False)
+            )
         for method in seeds[0]:
             if all(method in s for s in seeds):
                 value = _spread([100 * s[method]["final"] for s in seeds])
-                section.headlines.append(headline(f"final val top-1: {method}", value, n_classes=n_classes,
-                                                  case=d, unit="%"))  # fmt: skip
+                section.headlines.append(
+                    headline(f"final val top-1: {method}", value, n_classes=n_classes, case=d, unit="%")
+                )
 
 
 def _rows(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any]]]) -> None:
@@ -279,19 +308,33 @@ def _rows(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any
 # ----------------------------------------------------------------------------------------------------- plots
 #: the PNGs: file stem -> (title, methods, panel rows: "val" = val top-1 per epoch, "loss" = logged train loss)
 FIGURES = {
-    "paper-gap": ("§6.7 convergence gap: val top-1 per epoch (CLI defaults; dashed: the paper's lr 1e-4 constant)",
-                  ("ce", "lsc-anr", "lsc-snapped", "lsc-plan-dim", "lsc-v21", "ce-paper-opt", "lsc-anr-paper-opt"),
-                  ("val",)),
-    "paper-fig8": ("Table 7 / Figure 8: target configurations (loss: cosine loss 1 - cos)",
-                   ("lsc-an", "lsc-anp", "lsc-ceembs", "lsc-anr"), ("val", "loss")),
-    "paper-fig5": ("Table 4 / Figure 5: dim-3 encoder, CE vs its CEembs vs CEembs with mixed labels",
-                   ("ce-dim3", "lsc-ceembs-dim3", "lsc-ceembs-dim3-mixed"), ("val",)),
+    "paper-gap": (
+        "§6.7 convergence gap: val top-1 per epoch (CLI defaults; dashed: the paper's lr 1e-4 constant)",
+        ("ce", "lsc-anr", "lsc-snapped", "lsc-plan-dim", "lsc-v21", "ce-paper-opt", "lsc-anr-paper-opt"),
+        ("val",),
+    ),
+    "paper-fig8": (
+        "Table 7 / Figure 8: target configurations (loss: cosine loss 1 - cos)",
+        ("lsc-an", "lsc-anp", "lsc-ceembs", "lsc-anr"),
+        ("val", "loss"),
+    ),
+    "paper-fig5": (
+        "Table 4 / Figure 5: dim-3 encoder, CE vs its CEembs vs CEembs with mixed labels",
+        ("ce-dim3", "lsc-ceembs-dim3", "lsc-ceembs-dim3-mixed"),
+        ("val",),
+    ),
     "paper-s66": ("§6.6: teacher means snapped to A_n vs random A_nr", ("lsc-snapped", "lsc-anr"), ("val", "loss")),
-    "paper-fig9": ("Figure 9 / §5.4: planner's minimum n_dim vs the default (the MLP's width, 256)",
-                   ("lsc-plan-dim", "lsc-anr"), ("loss", "val")),
-    "paper-table6": ("Table 6: A_n vs A_np, with and without augmentation (digit images)",
-                     ("lsc-an-aug-none", "lsc-an-aug-light", "lsc-anp-aug-none", "lsc-anp-aug-light"), ("val", "loss")),
-}  # fmt: skip
+    "paper-fig9": (
+        "Figure 9 / §5.4: planner's minimum n_dim vs the default (the MLP's width, 256)",
+        ("lsc-plan-dim", "lsc-anr"),
+        ("loss", "val"),
+    ),
+    "paper-table6": (
+        "Table 6: A_n vs A_np, with and without augmentation (digit images)",
+        ("lsc-an-aug-none", "lsc-an-aug-light", "lsc-anp-aug-none", "lsc-anp-aug-light"),
+        ("val", "loss"),
+    ),
+}
 
 
 def _band(ax, runs: list[dict[str, Any]], kind: str, label: str, style: str) -> None:
@@ -316,12 +359,16 @@ def plot(cells: dict[tuple[str, int], dict[str, dict[str, Any]]], img_dir: Path)
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, (title, methods, kinds) in FIGURES.items():
-        datasets = [d for d in dict.fromkeys(d for d, _ in cells) if any(m in cells[d, s] for (dd, s) in cells
-                    if dd == d for m in methods)]  # fmt: skip
+        datasets = [
+            d
+            for d in dict.fromkeys(d for d, _ in cells)
+            if any(m in cells[d, s] for (dd, s) in cells if dd == d for m in methods)
+        ]
         if not datasets:
             continue
-        fig, axes = plt.subplots(len(kinds), len(datasets), figsize=(5.5 * len(datasets), 3.6 * len(kinds)),
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            len(kinds), len(datasets), figsize=(5.5 * len(datasets), 3.6 * len(kinds)), squeeze=False
+        )
         for col, d in enumerate(datasets):
             seeds = [runs for (dd, _), runs in cells.items() if dd == d]
             for row, kind in enumerate(kinds):
@@ -380,7 +427,7 @@ def run(cfg: Config, device: torch.device) -> Section:
     _rows(section, cells)
     _headlines(section, cells)
     if cfg.img_dir:
-        section.notes.append("figures: " + ", ".join(plot(cells, Path(cfg.img_dir))))
+        section.notes.append("figures: " + ", ".join(plot(cells, Path(__file__).resolve().parents[1] / cfg.img_dir)))
     section.notes.append(
         f"features runs: the default MLP on pixels, {cfg.epochs} epochs, CLI defaults unless the method says; "
         f"table6: {cfg.image_model} at {cfg.image_size} px on digit images, {cfg.image_epochs} epochs; "
