@@ -3,6 +3,7 @@ seeds with a min-max band (val top-1 per epoch in eval mode, or the training los
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -82,7 +83,8 @@ def plot(cells: dict[tuple[str, int], dict[str, dict[str, Any]]], img_dir: Path)
                     if runs and not (kind == "loss" and method.startswith("ce")):
                         _band(ax, runs, kind, method, "--" if "paper-opt" in method else "-")
                 if kind == "val":
-                    ref = [s.get("ce", s.get("ce-dim3", {})).get("target") for s in seeds]
+                    teacher = "ce-dim3" if stem == "paper-fig5" else "ce"
+                    ref = [s.get(teacher, {}).get("target") for s in seeds]
                     if all(ref) and stem != "paper-table6":
                         ax.axhline(100 * median(ref), color="gray", lw=0.8, ls=":", label="95% of CE final")
                     ax.set(xlabel="epoch", ylabel="val top-1 (%, eval mode)", ylim=(max(0, ax.get_ylim()[0]), 100))
@@ -98,3 +100,18 @@ def plot(cells: dict[tuple[str, int], dict[str, dict[str, Any]]], img_dir: Path)
         plt.close(fig)
         written.append(str(path))
     return written
+
+
+def replot(result: Path, img_dir: Path) -> list[str]:
+    """Redraw the figures from a written ``suite-paper-training*.json`` (its rows hold every curve)."""
+    rows = json.loads(Path(result).read_text())["benchmarks"]["paper-training"]["rows"]
+    cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["seed"]), {})[r["method"]] = r
+    return plot(cells, img_dir)
+
+
+if __name__ == "__main__":  # python -m benchmarks.paper_training_plots RESULT.json [IMG_DIR]
+    import sys
+
+    print("\n".join(replot(Path(sys.argv[1]), Path(sys.argv[2] if len(sys.argv) > 2 else "docs/img"))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,6 +184,10 @@ def test_paper_training_runs_every_features_experiment_and_draws_its_figures(tmp
     assert epochs_to([0.1, 0.5, 0.9], 0.5) == 2 and epochs_to([0.1], 0.5) is None
     pngs = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
     assert pngs == ["paper-fig5.png", "paper-fig8.png", "paper-fig9.png", "paper-gap.png", "paper-s66.png"]
+    from benchmarks.paper_training_plots import replot  # the figures again, from the written JSON alone
+
+    redrawn = replot(tmp_path / "suite-paper-training-cpu.json", tmp_path / "again")
+    assert sorted(Path(p).name for p in redrawn) == pngs
 
 
 def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
