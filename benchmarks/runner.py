@@ -28,6 +28,7 @@ from . import (
     bench_inference,
     bench_openset,
     bench_paper,
+    bench_paper_training,
     bench_predict,
     bench_realdata,
     bench_snap,
@@ -96,6 +97,13 @@ BENCHMARKS = {
             "The paper's Table 9 (parameters) and Table 10 (largest batch under a memory cap) in kind",
             bench_paper.Config,
             bench_paper.run,
+            default=False,
+        ),
+        Benchmark(
+            "paper-training",
+            "The paper's training experiments in kind: convergence gap (§6.7), Tables 4/6/7, Figures 5/8/9, §6.6",
+            bench_paper_training.Config,
+            bench_paper_training.run,
             default=False,
         ),
     )

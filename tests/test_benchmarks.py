@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 
 from benchmarks.runner import run_suite
@@ -169,3 +171,73 @@ def test_paper_benchmark_counts_parameters_and_bisects_batches_under_a_cap(tmp_p
     assert heads["test_vit: classes at which the CE head outgrows the backbone"]["value"] == pytest.approx(
         backbone / 64
     )
+
+
+TINY_PAPER = {"datasets": ("digits",), "seeds": (0,), "epochs": 2, "limit_per_class": 20, "extra": {"log_every": 1}}
+
+
+def test_paper_training_runs_every_features_experiment_and_draws_its_figures(tmp_path):
+    """The paper's training experiments on 200 digits, 2 epochs: every run of gap / table7 / table4 with its val
+    curve, epochs to 95% of the CE teacher's final top-1 that agree with the curve, ratio headlines, PNGs."""
+    from benchmarks.bench_paper_training import RUNS, epochs_to
+
+    tiny = TINY_PAPER | {"experiments": ("gap", "table7", "table4"), "img_dir": str(tmp_path / "img")}
+    payload = run_suite(
+        ("paper-training",),
+        device="cpu",
+        overrides={"paper-training": tiny},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    section = payload["benchmarks"]["paper-training"]
+    rows = {r["method"]: r for r in section["rows"]}
+    assert set(rows) == set(RUNS["gap"]) | set(RUNS["table7"]) | set(RUNS["table4"])
+    for name, r in rows.items():
+        assert len(r["curve"]) == 2 and all(0 <= v <= 1 for v in r["curve"]) and r["final"] == r["curve"][-1]
+        teacher = rows["ce-dim3" if "dim3" in name else "ce"]["final"]
+        assert r["target"] == pytest.approx(0.95 * teacher)
+        e = r["epochs_to_target"]
+        assert e == next((i + 1 for i, v in enumerate(r["curve"]) if v >= r["target"]), None)
+        assert r["steps_to_target"] == (None if e is None else e * r["steps_per_epoch"])
+        assert r["loss"] and r["steps"] == 2 * r["steps_per_epoch"]
+    heads = {h["figure"]: h for h in section["headlines"]}
+    for num, den in (("lsc-anr", "ce"), ("lsc-snapped", "lsc-anr")):
+        a, b = rows[num]["epochs_to_target"], rows[den]["epochs_to_target"]
+        figure = f"epochs to 95% of CE final: {num} / {den}"
+        if a is not None and b is not None:
+            assert heads[figure]["value"] == pytest.approx(a / b)
+    assert heads["final val top-1: lsc-anr"]["value"] == pytest.approx(100 * rows["lsc-anr"]["final"])
+    assert epochs_to([0.1, 0.5, 0.9], 0.5) == 2 and epochs_to([0.1], 0.5) is None
+    pngs = sorted(p.name for p in (tmp_path / "img").glob("*.png"))
+    assert pngs == ["paper-fig5.png", "paper-fig8.png", "paper-fig9.png", "paper-gap.png", "paper-s66.png"]
+    from benchmarks.paper_training_plots import replot  # the figures again, from the written JSON alone
+
+    redrawn = replot(tmp_path / "suite-paper-training-cpu.json", tmp_path / "again")
+    assert sorted(Path(p).name for p in redrawn) == pngs
+
+
+def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
+    """Table 4's mixed labels: the mixed store gives every class another class's mean (a fixed permutation, no
+    class keeps its own), and the plain store holds the per-class means of the teacher's embeddings."""
+    import numpy as np
+
+    from benchmarks.bench_paper_training import features, teacher_stores, train
+    from lscdistill.models import load_run_model
+    from lscdistill.stores.reader import open_store
+
+    data = features("digits", tmp_path / "data", limit=10)
+    train(tmp_path / "ce", data, 0, 1, objective="ce", dim=3)
+    stores = teacher_stores(tmp_path / "ce", data, tmp_path, "m3", mixed=True)
+    read = {}
+    for key in ("m3", "m3-mixed"):
+        with open_store(stores[key]) as store:
+            read[key] = np.concatenate([rows for _, rows in store.iter_blocks("centers")])
+    model, _ = load_run_model(tmp_path / "ce")
+    x, y = np.load(data.train_x), np.load(data.train_y)
+    emb = model.eval().embed(torch.from_numpy(x)).detach().numpy().astype(np.float64)
+    expected = np.stack([emb[y == c].mean(0) for c in range(10)])
+    np.testing.assert_allclose(read["m3"], expected, rtol=1e-5, atol=1e-6)
+    perm = np.roll(np.arange(10), 1)
+    np.testing.assert_allclose(read["m3-mixed"][perm], read["m3"], rtol=1e-6)
+    assert read["m3"].shape == (10, 3) and not (perm == np.arange(10)).any()

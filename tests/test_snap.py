@@ -225,7 +225,19 @@ def test_cli_writes_a_snapped_store_that_rebuilds_its_system(tmp_path):
     system = create_system("an", 16, seed=5, interpolations=1)
     means, planted = _means(system, "planted", n=300)
     src = _store(tmp_path / "means.h5", means, names=[f"c{i}" for i in range(300)])
-    args = ["snap", str(src), "--system", "an", "--system-seed", "5", "-k", "1", "--out", str(tmp_path / "s.h5"), "--json"]
+    args = [
+        "snap",
+        str(src),
+        "--system",
+        "an",
+        "--system-seed",
+        "5",
+        "-k",
+        "1",
+        "--out",
+        str(tmp_path / "s.h5"),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
