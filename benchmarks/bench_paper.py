@@ -74,6 +74,8 @@ class Config:
     loss_optimizers: tuple[str, ...] = ("defaults", "paper")  # the CLI's, and the paper's AdamW 1e-4 constant
     loss_epochs: int = 30
     planar_epochs: int = 60
+    planar_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    planar_clips: tuple[float, ...] = (0.0, 1.0)  # --clip-grad of the planar runs (0: none); the last is pictured
     planar_png: str = "docs/img/paper-planar-84.png"  # empty: no picture
     # §6.5
     distill_teacher: str = "resnet18"
@@ -92,6 +94,8 @@ class Config:
             seeds=(0,),
             loss_epochs=10,
             planar_epochs=20,
+            planar_seeds=(0,),
+            planar_clips=(1.0,),
             planar_png="",
             teacher_epochs=2,
             student_epochs=10,

@@ -180,7 +180,7 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path)
     png = tmp_path / "planar.png"
     tiny = {"experiments": ("table5", "planar", "distill"), "seeds": (0,), "kmeans_classes": 12, "samples": 500}
     tiny |= {"loss_dims": (9,), "losses": ("cos", "dist"), "loss_optimizers": ("defaults",)}
-    tiny |= {"loss_epochs": 1, "planar_epochs": 1}
+    tiny |= {"loss_epochs": 1, "planar_epochs": 1, "planar_seeds": (0,), "planar_clips": (1.0,)}
     tiny |= {"planar_png": str(png), "distill_teacher": "test_vit", "teacher_epochs": 1, "student_epochs": 1}
     payload = run_suite(
         ("paper",),
@@ -195,8 +195,8 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path)
     assert cells == {
         ("table5 mlp dim 9, defaults optimizer", "cos"),
         ("table5 mlp dim 9, defaults optimizer", "dist"),
-        ("planar dim 2, dist", "per-level"),
-        ("planar dim 2, dist", "all"),
+        ("planar dim 2, dist, clip-grad 1.0", "per-level"),
+        ("planar dim 2, dist, clip-grad 1.0", "all"),
         ("distill teacher", "test_vit ce"),
         *(("distill student mlp", m) for m in ("means", "ce", "A_nr")),
     }
@@ -205,5 +205,7 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path)
     planar = {r["method"]: r["r_c"] for r in rows if r["case"].startswith("planar")}
     assert planar["all"] == [1 / 32] and planar["per-level"] == [0.25, 0.5, 1.0]
     params = {r["method"]: r["params"] for r in rows if r["case"] == "distill student mlp"}
-    assert params["means"] - params["ce"] == 256 * 512 + 512 - (256 * 10 + 10)  # the 512-wide projection vs the head
+    # the MLP's 256 -> 64 projection to test_vit's means vs its 10-class head; A_nr projects to 512
+    assert params["means"] - params["ce"] == 256 * 64 + 64 - (256 * 10 + 10)
+    assert params["A_nr"] - params["means"] == 256 * (512 - 64) + (512 - 64)
     assert png.stat().st_size > 10_000
