@@ -44,7 +44,15 @@ from .rundir import load_run
 from .runtime import create_accelerator
 from .stores.writer import check_output_path
 
-__all__ = ["EvalConfig", "calibrate_after_training", "evaluate_model", "load_run", "run_evaluate", "run_predict"]
+__all__ = [
+    "EvalConfig",
+    "calibrate_after_training",
+    "calibration_scores",
+    "evaluate_model",
+    "load_run",
+    "run_evaluate",
+    "run_predict",
+]
 
 TOP5_MAX_CLASSES = 10_000  # top-5 scores all centers: cheap only for small class counts
 
@@ -250,18 +258,32 @@ def _evaluate(cfg: EvalConfig, accelerator, model, centers, meta, accept: float)
     return result, calibration
 
 
-def calibrate_after_training(accelerator, model, centers, loader: SplitLoader | None, run_dir: Path, objective: str):
+def calibration_scores(centers, objective: str) -> ScoreCollector:
+    """A collector of what the end-of-training calibration needs, to pass to a validation pass as ``scores``."""
+    return ScoreCollector(centers, (default_score(objective),))
+
+
+def calibrate_after_training(
+    accelerator,
+    model,
+    centers,
+    loader: SplitLoader | None,
+    run_dir: Path,
+    objective: str,
+    scores: ScoreCollector | None = None,
+):
     """The end of ``lscdistill train``: calibrate the run's new-class threshold on its validation split (default
-    score, :data:`~lscdistill.openset.DEFAULT_ACCEPT`) and write ``openset.json`` (main process). Every process
-    calls it (the scores are gathered); a run without validation data gets no calibration."""
+    score, :data:`~lscdistill.openset.DEFAULT_ACCEPT`) and write ``openset.json`` (main process). ``scores``: what
+    the last validation pass of these weights collected (:func:`calibration_scores`); without it, the validation
+    split is scored here. Every process calls it (the scores are gathered); a run without validation data gets no
+    calibration."""
     if loader is None:
         return None
     score = default_score(objective)
-    collector = ScoreCollector(centers, (score,))
-    evaluate_model(accelerator, model, centers, loader, objective=objective, scores=collector)
-    calibration = calibrate(
-        collector.gather(accelerator)[score], score, DEFAULT_ACCEPT, loader.data.description, "train"
-    )
+    if scores is None:
+        scores = calibration_scores(centers, objective)
+        evaluate_model(accelerator, model, centers, loader, objective=objective, scores=scores)
+    calibration = calibrate(scores.gather(accelerator)[score], score, DEFAULT_ACCEPT, loader.data.description, "train")
     if accelerator.is_main_process:
         save_calibration(run_dir, calibration)
     return calibration

@@ -42,7 +42,7 @@ from .data import (
     resolve_preprocess,
     use_instance_labels,
 )
-from .evaluate import calibrate_after_training, evaluate_model
+from .evaluate import calibrate_after_training, calibration_scores, evaluate_model
 from .losses import RADIUS_FRACTION, create_loss
 from .mixup import CenterMixup
 from .models import (
@@ -600,6 +600,7 @@ class _Trainer:
         self.step, batches = read_checkpoint(accelerator, run_dir) if cfg.resume else (0, 0)
         self.first_epoch, self.batch_in_epoch = divmod(batches, self.batches_per_epoch)
         self.final: dict[str, Any] = {}
+        self.val_scores: tuple[int, Any] = (-1, None)  # (step, scores) of the last validation pass
         self.seen, self.start = 0, time.perf_counter()
 
     def fit(self) -> None:
@@ -674,9 +675,11 @@ class _Trainer:
         cfg, s = self.cfg, self.setup
         self.bn_stats.update(self.accelerator, self.evaluated, self.step)
         if self.val_loader is not None:
+            scores = calibration_scores(s.centers, cfg.objective)  # kept for the calibration if these weights are final
             self.final = evaluate_model(
-                self.accelerator, self.evaluated, s.centers, self.val_loader, objective=cfg.objective
+                self.accelerator, self.evaluated, s.centers, self.val_loader, objective=cfg.objective, scores=scores
             )
+            self.val_scores = (self.step, scores)
             val = {f"val_{k}": v for k, v in self.final.items()}
             self.log.log(step=self.step, epoch=epoch + 1, train_loss=float(self.running / max(1, self.n_run)), **val)
         if not cfg.checkpoint_every:
@@ -695,7 +698,11 @@ class _Trainer:
             )
         data = self.bn_stats.data
         mode_check = None if data is None else _mode_check(accelerator, evaluated, s.centers, data, cfg)
-        calibrate_after_training(accelerator, evaluated, s.centers, self.val_loader, self.run_dir, cfg.objective)
+        step, scores = self.val_scores
+        scores = scores if step == self.step else None  # resumed after the last validation: score the split again
+        calibrate_after_training(
+            accelerator, evaluated, s.centers, self.val_loader, self.run_dir, cfg.objective, scores
+        )
         if accelerator.is_main_process:
             meta = s.meta | {"steps": self.step, "final_metrics": self.final, "continual": continual}
             meta["ema"] = {"decay": cfg.ema_decay, "warmup": True} if self.ema is not None else None

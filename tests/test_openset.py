@@ -12,14 +12,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_ok, cli_run
 from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from lscdistill.centers import SystemCenters
-from lscdistill.cli import app
+from lscdistill.data import load_features
 from lscdistill.decode import exact_top2
+from lscdistill.evaluate import calibration_scores, evaluate_model
 from lscdistill.openset import (
     UNASSIGNED_SCORE,
     auroc,
@@ -29,7 +31,8 @@ from lscdistill.openset import (
     load_calibration,
     threshold_at,
 )
-from lscdistill.rundir import OPENSET
+from lscdistill.rundir import OPENSET, load_run
+from lscdistill.runtime import create_accelerator
 from lscdistill.systems import create_system
 
 runner = CliRunner()
@@ -115,18 +118,10 @@ def test_batch_scores_of_generated_centers_match_a_naive_reference():
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _ok(*args):
-    result = _run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _fails(*args, match: str):
-    result = _run(*args)
+    result = cli_run(*args)
     assert result.exit_code == 1 and match in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output  # one line
     return result
@@ -152,7 +147,7 @@ def trained(tmp_path_factory):
     tx, ty = _blobs(root, "train", [0, 1, 2, 3], 400, 1)
     vx, vy = _blobs(root, "val", [0, 1, 2, 3], 200, 2)
     ux, _ = _blobs(root, "unseen", [4, 5, 6, 7], 150, 3)
-    _ok(
+    cli_ok(
         "train",
         "--features",
         tx,
@@ -175,22 +170,31 @@ def test_training_stores_a_calibration_from_its_validation_split(trained):
     assert stored["format"] == "lscdistill-openset" and stored["source"] == "train"
     assert (stored["score"], stored["accept"], stored["samples"]) == ("cosine", 0.95, 200)
     assert stored["data"]["samples"] == 200 and str(vx) in json.dumps(stored["data"])
-    info = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)  # no open set asked
+    info = json.loads(cli_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)  # no open set asked
     assert "open_set" not in info and "calibration" not in info
+    # the scores training kept from its last validation pass are those of the saved model: score it again here
+    model, centers, _ = load_run(run)
+    accelerator = create_accelerator(cpu=True)
+    scores = calibration_scores(centers, "lsc")
+    evaluate_model(accelerator, model, centers, load_features(vx, vy), 64, scores=scores)
+    fresh = calibrate(scores.gather(accelerator)["cosine"], "cosine", 0.95, {}, "test")
+    assert stored["threshold"] == pytest.approx(fresh.threshold, abs=1e-6)
 
 
 def test_predict_flags_by_the_stored_threshold_and_evaluate_reports_the_same(trained):
     root, run, (vx, vy, ux) = trained
     cal = load_calibration(run)
     known, unseen = root / "known.npz", root / "unseen.npz"
-    _ok("predict", run, "--features", vx, "--out", known)
-    _ok("predict", run, "--features", ux, "--out", unseen, "--require-calibration")
+    cli_ok("predict", run, "--features", vx, "--out", known)
+    cli_ok("predict", run, "--features", ux, "--out", unseen, "--require-calibration")
     k, u = np.load(known), np.load(unseen)
     assert set(k.files) == {"index", "label", "score", "fast_label", "unassigned", "open_score", "new_class"}
     np.testing.assert_array_equal(k["open_score"], k["score"])  # the calibrated score is the exact cosine
     np.testing.assert_array_equal(k["new_class"], k["score"] < cal.threshold)
     assert k["new_class"].mean() == pytest.approx(0.05, abs=0.011)  # 95% of the calibration data accepted
-    info = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json").stdout)
+    info = json.loads(
+        cli_ok("evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json").stdout
+    )
     report = info["open_set"]
     assert (report["known_samples"], report["unseen_samples"]) == (200, 150)
     y = np.r_[np.ones(200), np.zeros(150)]
@@ -214,7 +218,7 @@ def test_recalibration_replaces_the_threshold_and_bad_input_writes_nothing(train
     _fails("evaluate", run, *feats, "--calibrate", "--unseen-features", wide, match="17 features per row")
     _fails("evaluate", run, *feats, "--calibrate", "--score", "softmax", match="not available")
     assert (run / OPENSET).read_text() == before
-    info = json.loads(_ok("evaluate", run, *feats, "--calibrate", "--accept", "0.99", "--json").stdout)
+    info = json.loads(cli_ok("evaluate", run, *feats, "--calibrate", "--accept", "0.99", "--json").stdout)
     cal = load_calibration(run)
     assert (cal.source, cal.accept, cal.samples) == ("evaluate", 0.99, 200)
     assert info["calibration"]["threshold"] == cal.threshold < json.loads(before)["threshold"]
@@ -225,14 +229,16 @@ def test_recalibration_replaces_the_threshold_and_bad_input_writes_nothing(train
 def test_a_run_without_calibration_says_so_and_writes_no_file(trained, tmp_path):
     _, _, (vx, vy, ux) = trained
     run = tmp_path / "noval"
-    _ok("train", "--features", vx, "--labels", vy, *FAST, "--out", run)
+    cli_ok("train", "--features", vx, "--labels", vy, *FAST, "--out", run)
     assert not (run / OPENSET).exists()
     _fails("predict", run, "--features", ux, "--out", tmp_path / "p.csv", "--require-calibration", match="calibrat")
     assert not (tmp_path / "p.csv").exists()
-    result = _ok("predict", run, "--features", ux, "--out", tmp_path / "p.csv")
+    result = cli_ok("predict", run, "--features", ux, "--out", tmp_path / "p.csv")
     assert "no new_class column" in result.output
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "index,label,score,fast_label,unassigned"
-    info = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json").stdout)
+    info = json.loads(
+        cli_ok("evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json").stdout
+    )
     assert info["open_set"]["calibration"] is None and "calibrated" not in info["open_set"]
     assert info["open_set"]["scores"]["cosine"]["auroc"] > 0.5
 
@@ -245,7 +251,7 @@ def test_torchrun_evaluate_gathers_every_score_once(trained, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lscdistill"]
     two = subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert two.returncode == 0, two.stderr
-    one = json.loads(_ok(*args).stdout)["open_set"]
+    one = json.loads(cli_ok(*args).stdout)["open_set"]
     two = json.loads(two.stdout)["open_set"]
     assert (two["known_samples"], two["unseen_samples"]) == (200, 150)  # 100 + 100 and 75 + 75, none twice
     for name, metrics in one["scores"].items():
