@@ -21,6 +21,7 @@ label -1 and score NaN and are flagged.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -181,9 +182,9 @@ class Classifier:
         if not self.module.images:
             raise ValueError("this run was trained on features: give a [B, in_dim] tensor or array")
         items = list(x) if isinstance(x, list | tuple) else [x]
-        transform = self._transform()
-        return torch.stack([transform(_open_image(item)) for item in items]).to(self.device)
+        return torch.stack([self._transform(_open_image(item)) for item in items]).to(self.device)
 
+    @functools.cached_property
     def _transform(self):
         from timm.data import create_transform
 
