@@ -9,6 +9,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+pytest.register_assert_rewrite("cli_runner")  # its assert shows the values, as in a test module
+
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
 settings.load_profile("ci")
 

@@ -16,11 +16,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_ok
 from conftest import SMALL_SYSTEMS, system_id
 from rich.console import Console
 from typer.testing import CliRunner
 
-from lscdistill.cli import app
 from lscdistill.losses import create_loss
 from lscdistill.models import load_state_dict
 from lscdistill.stores import StoreWriter, open_store
@@ -32,12 +32,6 @@ pytestmark = [
     pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 runner = CliRunner()
-
-
-def _ok(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.mark.parametrize("spec", SMALL_SYSTEMS, ids=system_id)
@@ -90,15 +84,15 @@ def test_cli_on_the_device_matches_cpu_runs(tmp_path):
     runs = {}
     for where, flag in (("device", []), ("cpu", ["--cpu"])):
         run = tmp_path / where
-        _ok("train", *common, *flag, "--out", run)
+        cli_ok("train", *common, *flag, "--out", run)
         runs[where] = json.loads((run / "model.json").read_text())
-        _ok("predict", run, "--data", "digits:val", *flag, "--out", tmp_path / f"{where}.npz")
-        _ok("extract", "--checkpoint", run, "--data", "digits:train", *flag, "--out", tmp_path / f"{where}.h5", "-q")
+        cli_ok("predict", run, "--data", "digits:val", *flag, "--out", tmp_path / f"{where}.npz")
+        cli_ok("extract", "--checkpoint", run, "--data", "digits:train", *flag, "--out", tmp_path / f"{where}.h5", "-q")
     assert runs["device"]["steps"] == runs["cpu"]["steps"]
     assert abs(runs["device"]["final_metrics"]["top1"] - runs["cpu"]["final_metrics"]["top1"]) < 0.05
     device, cpu = (np.load(tmp_path / f"{w}.npz") for w in ("device", "cpu"))
     assert (device["label"] == cpu["label"]).mean() > 0.9
-    evaluated = json.loads(_ok("evaluate", tmp_path / "device", "--data", "digits:val", "--json").stdout)
+    evaluated = json.loads(cli_ok("evaluate", tmp_path / "device", "--data", "digits:val", "--json").stdout)
     assert evaluated["top1"] == pytest.approx(runs["device"]["final_metrics"]["top1"], abs=1e-9)
 
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_ok
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
@@ -24,12 +25,6 @@ from lscdistill.stores import MeanAccumulator, StoreWriter
 from lscdistill.systems import create_system
 
 runner = CliRunner()
-
-
-def _ok(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 FAST = ["--epochs", "2", "-b", "64", "-q", "--lr", "3e-3"]
@@ -48,19 +43,19 @@ def runs(tmp_path_factory):
     acc.update(torch.from_numpy(y), torch.from_numpy(x))
     with StoreWriter(root / "means.h5", kind="means", n_classes=10, n_dim=64, provenance={}) as w:
         acc.write(w)
-    _ok("snap", root / "means.h5", "--system", "an", "--out", root / "snapped.h5")
+    cli_ok("snap", root / "means.h5", "--system", "an", "--out", root / "snapped.h5")
     feats = ["--features", root / "x.npy", "--labels", root / "y.npy", "--hidden", "64"]
     feats += ["--val-features", root / "x.npy", "--val-labels", root / "y.npy"]  # runs calibrate on validation data
     images = ["--data", "digits:train", "--val-data", "digits:val", "--model", "test_resnet"]
-    _ok("train", *images, *FAST, "--out", root / "anr")
-    _ok("train", *images, "--objective", "ce", *FAST, "--out", root / "ce")
-    _ok("train", *feats, "--centers", root / "means.h5", *FAST, "--out", root / "means")
-    _ok("train", *feats, "--centers", root / "snapped.h5", *FAST, "--out", root / "snapped")
+    cli_ok("train", *images, *FAST, "--out", root / "anr")
+    cli_ok("train", *images, "--objective", "ce", *FAST, "--out", root / "ce")
+    cli_ok("train", *feats, "--centers", root / "means.h5", *FAST, "--out", root / "means")
+    cli_ok("train", *feats, "--centers", root / "snapped.h5", *FAST, "--out", root / "snapped")
     return root
 
 
 def _predict_csv(run, out, *data):
-    _ok("predict", run, *data, "--out", out)
+    cli_ok("predict", run, *data, "--out", out)
     rows = [line.split(",") for line in out.read_text().splitlines()]
     return {name: [r[i] for r in rows[1:]] for i, name in enumerate(rows[0])}
 
@@ -96,7 +91,7 @@ def test_api_and_exported_file_give_the_labels_of_predict(runs, kind, tmp_path):
     assert 0 < flagged.sum() < len(flagged)
     np.testing.assert_array_equal(got.new_class.numpy(), flagged)
     out = tmp_path / "model.pt2"
-    _ok("export", run, "--out", out)
+    cli_ok("export", run, "--out", out)
     label, score, new = load_artifact(out)(x)
     np.testing.assert_array_equal(label.numpy(), want)
     torch.testing.assert_close(score, got.scores, atol=1e-5, rtol=0)

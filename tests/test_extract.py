@@ -7,24 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_ok, cli_run
 from typer.testing import CliRunner
 
-from lscdistill.cli import app
 from lscdistill.data import DIGITS_IMG_SIZE
 from lscdistill.models import create_teacher, embed
 from lscdistill.stores import open_store
 
 runner = CliRunner()
-
-
-def _run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _ok(*args: str):
-    result = _run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _groupby_mean(x: np.ndarray, y: np.ndarray, n_classes: int, normalize: bool = False):
@@ -59,7 +49,7 @@ def test_features_means_equal_naive_groupby(tmp_path, features, normalize):
     xp, yp, x, y = features
     out = tmp_path / "m.h5"
     flag = "--normalize" if normalize else "--raw"
-    _ok("extract", "--features", xp, "--labels", yp, "--out", out, "-b", 64, flag, "-q", "--n-classes", 31)
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", out, "-b", 64, flag, "-q", "--n-classes", 31)
     means, counts = _groupby_mean(x, y, 31, normalize)
     with open_store(out) as s:
         assert (s.kind, s.n_classes, s.n_dim) == ("means", 31, 12)
@@ -73,7 +63,7 @@ def test_features_means_equal_naive_groupby(tmp_path, features, normalize):
 def test_limit_per_class_takes_the_first_samples_of_each_class(tmp_path, features):
     xp, yp, x, y = features
     out = tmp_path / "m.h5"
-    _ok("extract", "--features", xp, "--labels", yp, "--out", out, "--limit-per-class", 3, "-q")
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", out, "--limit-per-class", 3, "-q")
     keep = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
         keep[np.flatnonzero(y == c)[:3]] = True
@@ -91,11 +81,11 @@ def test_features_from_hdf5_dataset(tmp_path, features):
     with h5py.File(tmp_path / "f.h5", "w") as f:
         f["emb"] = x
         f["other"] = np.zeros((3, 3))
-    _ok("extract", "--features", f"{tmp_path / 'f.h5'}:emb", "--labels", yp, "--out", tmp_path / "m.h5", "-q")
+    cli_ok("extract", "--features", f"{tmp_path / 'f.h5'}:emb", "--labels", yp, "--out", tmp_path / "m.h5", "-q")
     means, _ = _groupby_mean(x, y, int(y.max()) + 1)
     with open_store(tmp_path / "m.h5") as s:
         np.testing.assert_allclose(s.dataset("centers")[:], means, rtol=1e-6, atol=1e-6)
-    result = _run("extract", "--features", tmp_path / "f.h5", "--labels", yp, "--out", tmp_path / "m2.h5")
+    result = cli_run("extract", "--features", tmp_path / "f.h5", "--labels", yp, "--out", tmp_path / "m2.h5")
     assert result.exit_code == 1 and "choose one" in result.output
 
 
@@ -103,13 +93,13 @@ def test_features_from_hdf5_dataset(tmp_path, features):
 def test_shards_merge_to_the_whole(tmp_path, features, n_shards):
     xp, yp, _x, _y = features
     whole = tmp_path / "whole.h5"
-    _ok("extract", "--features", xp, "--labels", yp, "--out", whole, "--keep-sums", "-q")
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", whole, "--keep-sums", "-q")
     parts = []
     for i in range(n_shards):
         part = tmp_path / f"part{i}.h5"
-        _ok("extract", "--features", xp, "--labels", yp, "--out", part, "--partial", "--shard", f"{i}/{n_shards}")
+        cli_ok("extract", "--features", xp, "--labels", yp, "--out", part, "--partial", "--shard", f"{i}/{n_shards}")
         parts.append(part)
-    _ok("merge", tmp_path / "merged.h5", *parts)
+    cli_ok("merge", tmp_path / "merged.h5", *parts)
     with open_store(whole) as a, open_store(tmp_path / "merged.h5") as b:
         np.testing.assert_array_equal(a.counts, b.counts)
         np.testing.assert_array_equal(a.dataset("sums")[:], b.dataset("sums")[:])  # exact: float64 sums of floats
@@ -138,7 +128,7 @@ def test_digits_through_test_resnet_equal_a_per_image_loop(tmp_path):
     from sklearn.datasets import load_digits
 
     out = tmp_path / "digits.h5"
-    _ok("extract", "--data", "digits", "--teacher", "test_resnet", "--out", out, "--limit-per-class", 4, "-b", 7)
+    cli_ok("extract", "--data", "digits", "--teacher", "test_resnet", "--out", out, "--limit-per-class", 4, "-b", 7)
     y = load_digits().target
     idx = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(10)])
     model = _seeded_teacher()
@@ -170,7 +160,7 @@ def test_checkpoint_with_a_classifier_head_loads_and_is_used(tmp_path, suffix):
         torch.save({"state_dict": state}, ckpt)
     out = tmp_path / "m.h5"
     args = ["--data", "digits", "--teacher", "test_resnet", "--checkpoint", ckpt, "--limit-per-class", 2, "-q"]
-    _ok("extract", *args, "--out", out)
+    cli_ok("extract", *args, "--out", out)
     from sklearn.datasets import load_digits
 
     y = load_digits().target
@@ -193,7 +183,7 @@ def test_image_folder(tmp_path):
         for k in range(3):
             Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / name / f"{k}.png")
     out = tmp_path / "m.h5"
-    _ok("extract", "--data", root, "--teacher", "test_resnet", "--img-size", 32, "--out", out, "-q")
+    cli_ok("extract", "--data", root, "--teacher", "test_resnet", "--img-size", 32, "--out", out, "-q")
     with open_store(out) as s:
         assert s.class_names == ["cat", "dog", "emu"]
         np.testing.assert_array_equal(s.counts, [3, 3, 3])
@@ -273,7 +263,7 @@ BAD_CASES = [
 def test_bad_input_one_clear_error_and_no_output(tmp_path, features, case):
     args, expected = _bad_inputs(tmp_path, features)[case]
     before = _no_leftovers(tmp_path)
-    result = _run("extract", *args, "--out", tmp_path / "out.h5")
+    result = cli_run("extract", *args, "--out", tmp_path / "out.h5")
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
@@ -284,15 +274,15 @@ def test_bad_input_one_clear_error_and_no_output(tmp_path, features, case):
 
 def test_output_path_problems(tmp_path, features):
     xp, yp, _, _ = features
-    result = _run("extract", "--features", xp, "--labels", yp, "--out", tmp_path / "missing" / "m.h5")
+    result = cli_run("extract", "--features", xp, "--labels", yp, "--out", tmp_path / "missing" / "m.h5")
     assert result.exit_code == 1 and "does not exist" in result.output
     assert not (tmp_path / "missing").exists()
     existing = tmp_path / "existing.h5"
     existing.write_bytes(b"keep me")
-    result = _run("extract", "--features", xp, "--labels", yp, "--out", existing)
+    result = cli_run("extract", "--features", xp, "--labels", yp, "--out", existing)
     assert result.exit_code == 1 and "--overwrite" in result.output
     assert existing.read_bytes() == b"keep me"
-    _ok("extract", "--features", xp, "--labels", yp, "--out", existing, "--overwrite", "-q")
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", existing, "--overwrite", "-q")
     with open_store(existing) as s:
         assert s.kind == "means"
 
@@ -301,12 +291,14 @@ def test_a_failure_mid_run_keeps_the_previous_output(tmp_path, features):
     """--overwrite replaces a store only when the new one is complete."""
     xp, yp, x, _ = features
     out = tmp_path / "m.h5"
-    _ok("extract", "--features", xp, "--labels", yp, "--out", out, "-q")
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", out, "-q")
     before = out.read_bytes()
     bad = x.copy()
     bad[-1, 0] = np.nan  # found in the last batch, after most of the work
     np.save(tmp_path / "bad.npy", bad)
-    result = _run("extract", "--features", tmp_path / "bad.npy", "--labels", yp, "--out", out, "--overwrite", "-b", 8)
+    result = cli_run(
+        "extract", "--features", tmp_path / "bad.npy", "--labels", yp, "--out", out, "--overwrite", "-b", 8
+    )
     assert result.exit_code == 1
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -317,7 +309,7 @@ def test_inspect_and_merge_refuse_broken_files(tmp_path, content):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(content)
     for args in (["inspect", bad], ["merge", tmp_path / "out.h5", bad]):
-        result = _run(*args)
+        result = cli_run(*args)
         assert result.exit_code == 1
         assert result.output.startswith("error:") and "bad.h5" in result.output
     assert not (tmp_path / "out.h5").exists()
@@ -325,7 +317,7 @@ def test_inspect_and_merge_refuse_broken_files(tmp_path, content):
 
 def test_inspect_json_of_an_extracted_store(tmp_path, features):
     xp, yp, _, y = features
-    _ok("extract", "--features", xp, "--labels", yp, "--out", tmp_path / "m.h5", "-q")
-    info = json.loads(_ok("inspect", tmp_path / "m.h5", "--json").stdout)
+    cli_ok("extract", "--features", xp, "--labels", yp, "--out", tmp_path / "m.h5", "-q")
+    info = json.loads(cli_ok("inspect", tmp_path / "m.h5", "--json").stdout)
     assert info["kind"] == "means" and info["n_classes"] == int(y.max()) + 1 and info["n_dim"] == 12
     assert info["empty_classes"] == 1 and info["samples"] == len(y)

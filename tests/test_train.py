@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_ok, cli_run
 from typer.testing import CliRunner
 
-from lscdistill.cli import app
 from lscdistill.evaluate import load_run
 from lscdistill.models import load_run_model, load_state_dict
 from lscdistill.stores import MeanAccumulator, StoreWriter
@@ -28,16 +28,6 @@ from lscdistill.train import (
 )
 
 runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _ok(*args):
-    result = _run(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def _blobs(path, name, n, n_classes, dim=16, seed=0, spread=0.6):
@@ -64,7 +54,7 @@ FAST = ["--lr", "3e-3", "--epochs", "4", "-b", "32", "-q", "--hidden", "64"]
 def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
     args, _ = blobs
     run = tmp_path / "run"
-    _ok("train", *args, *FAST, "--dim", "8", "--out", run)
+    cli_ok("train", *args, *FAST, "--dim", "8", "--out", run)
     meta = json.loads((run / "model.json").read_text())
     assert meta["model"] == {
         "architecture": "mlp",
@@ -99,7 +89,7 @@ def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
 def test_defaults_by_objective_are_resolved_and_recorded(tmp_path, blobs, objective):
     args, _ = blobs
     run = tmp_path / objective
-    _ok("train", *args, "--objective", objective, "--epochs", "4", "-b", "32", "-q", "--hidden", "16", "--out", run)
+    cli_ok("train", *args, "--objective", objective, "--epochs", "4", "-b", "32", "-q", "--hidden", "16", "--out", run)
     total = 4 * -(-len(np.load(args[3])) // 32)  # optimizer steps: 4 epochs of batches of 32
     warmup = round(WARMUP_FRACTION * total)
     config = json.loads((run / "config.json").read_text())
@@ -135,10 +125,10 @@ def test_resume_keeps_the_runs_own_lr_schedule_and_warmup(tmp_path, blobs):
     args, _ = blobs
     run = tmp_path / "run"
     common = [*args, "-b", "32", "-q", "--hidden", "16", "--out", run]
-    _ok("train", *common, "--epochs", "1", "--lr", "5e-4", "--schedule", "cosine")
+    cli_ok("train", *common, "--epochs", "1", "--lr", "5e-4", "--schedule", "cosine")
     before = json.loads((run / "config.json").read_text())
     assert (before["lr"], before["schedule"], before["warmup_steps"]) == (5e-4, "cosine", 1)  # 5% of 19 steps
-    _ok("train", *common, "--epochs", "2", "--resume")  # refused if the defaults (3e-3, constant) were taken
+    cli_ok("train", *common, "--epochs", "2", "--resume")  # refused if the defaults (3e-3, constant) were taken
     optimizer = json.loads((run / "model.json").read_text())["optimizer"]
     assert (optimizer["lr"], optimizer["schedule"], optimizer["warmup_steps"]) == (5e-4, "cosine", 1)
     assert optimizer["total_steps"] == 2 * 19  # the schedule now spans both epochs; the warmup did not stretch
@@ -147,7 +137,7 @@ def test_resume_keeps_the_runs_own_lr_schedule_and_warmup(tmp_path, blobs):
 def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):
     args, (vx, vy) = blobs
     run = tmp_path / "run"
-    _ok("train", *args, *FAST, "--dim", "8", "--out", run)
+    cli_ok("train", *args, *FAST, "--dim", "8", "--out", run)
     model, centers, _ = load_run(run)
     x, y = torch.from_numpy(np.load(vx)), np.load(vy)
     with torch.inference_mode():
@@ -157,19 +147,19 @@ def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):
     expected = cos.argmax(dim=1).numpy()
     everything = torch.nn.functional.normalize(z, dim=1) @ centers.system.materialize(torch.float64).T
     nearest = everything.argmax(dim=1).numpy()  # over the whole system: the fast decoder's answer
-    info = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
+    info = json.loads(cli_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
     assert info["samples"] == 200
     assert info["top1"] == pytest.approx((expected == y).mean())
     assert info["top5"] == pytest.approx((np.argsort(-cos.numpy(), axis=1)[:, :5] == y[:, None]).any(1).mean())
     assert info["new_class_flags"] == int((nearest >= 6).sum())
     assert info["top1_fast"] == pytest.approx((np.where(nearest < 6, nearest, -1) == y).mean())
-    _ok("predict", run, "--features", vx, "--out", tmp_path / "p.npz")
+    cli_ok("predict", run, "--features", vx, "--out", tmp_path / "p.npz")
     p = np.load(tmp_path / "p.npz")
     np.testing.assert_array_equal(p["index"], np.arange(200))
     np.testing.assert_array_equal(p["label"], expected)
     np.testing.assert_allclose(p["score"], cos.max(dim=1).values.numpy(), atol=1e-5)
     np.testing.assert_array_equal(p["unassigned"], nearest >= 6)  # the old rule; new_class: tests/test_openset.py
-    _ok("predict", run, "--features", vx, "--out", tmp_path / "p.csv")
+    cli_ok("predict", run, "--features", vx, "--out", tmp_path / "p.csv")
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "index,label,score,fast_label,unassigned,open_score,new_class" and len(rows) == 201
     assert [int(r.split(",")[1]) for r in rows[1:]] == expected.tolist()
@@ -177,7 +167,7 @@ def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):
 
 def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs):
     args, _ = blobs
-    _ok("train", *args, *FAST, "--objective", "ce", "--out", tmp_path / "ce")
+    cli_ok("train", *args, *FAST, "--objective", "ce", "--out", tmp_path / "ce")
     ce = json.loads((tmp_path / "ce" / "model.json").read_text())
     assert ce["centers"] == {"type": "head"} and ce["final_metrics"]["top1"] >= 0.95
     # class means of the features themselves, as `extract --features` would make them
@@ -186,22 +176,22 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
     acc.update(torch.from_numpy(y), torch.from_numpy(x))
     with StoreWriter(tmp_path / "means.h5", kind="means", n_classes=6, n_dim=16, provenance={}) as w:
         acc.write(w)
-    _ok("train", *args, *FAST, "--centers", tmp_path / "means.h5", "--out", tmp_path / "stud")
+    cli_ok("train", *args, *FAST, "--centers", tmp_path / "means.h5", "--out", tmp_path / "stud")
     meta = json.loads((tmp_path / "stud" / "model.json").read_text())
     assert meta["model"]["dim"] == 16 and meta["centers"]["type"] == "store"
     assert meta["centers"]["kind"] == "means" and "system" not in meta["centers"]
     assert meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     # an LSC student can start from the CE run: backbone copied, a fresh projection, the head dropped
-    _ok("train", *args, *FAST, "--init-from", tmp_path / "ce", "--out", tmp_path / "from-ce")
+    cli_ok("train", *args, *FAST, "--init-from", tmp_path / "ce", "--out", tmp_path / "from-ce")
     meta = json.loads((tmp_path / "from-ce" / "model.json").read_text())
     assert meta["model"]["project"] and meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     # snap the means to A_16 and train toward the snapped centers: evaluate decodes them fast as well
-    _ok("snap", tmp_path / "means.h5", "--system", "an", "--system-seed", "3", "--out", tmp_path / "snapped.h5")
-    _ok("train", *args, *FAST, "--centers", tmp_path / "snapped.h5", "--out", tmp_path / "snapstud")
+    cli_ok("snap", tmp_path / "means.h5", "--system", "an", "--system-seed", "3", "--out", tmp_path / "snapped.h5")
+    cli_ok("train", *args, *FAST, "--centers", tmp_path / "snapped.h5", "--out", tmp_path / "snapstud")
     meta = json.loads((tmp_path / "snapstud" / "model.json").read_text())
     assert meta["centers"]["kind"] == "snapped" and meta["centers"]["system"]["seed"] == 3
     info = json.loads(
-        _ok("evaluate", tmp_path / "snapstud", "--features", args[5], "--labels", args[7], "--json").stdout
+        cli_ok("evaluate", tmp_path / "snapstud", "--features", args[5], "--labels", args[7], "--json").stdout
     )
     assert info["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     model, centers, _ = load_run(tmp_path / "snapstud")
@@ -255,9 +245,9 @@ def test_continual_learning_adds_classes_and_reports_old_class_accuracy(tmp_path
         files = [tmp_path / f"{name}_{p.name}" for p in (tx, ty, vx, vy)]
         return ["--features", files[0], "--labels", files[1], "--val-features", files[2], "--val-labels", files[3]]
 
-    _ok("train", *data("old"), *FAST, "--dim", "8", "--out", tmp_path / "r1")
+    cli_ok("train", *data("old"), *FAST, "--dim", "8", "--out", tmp_path / "r1")
     loud = [a for a in FAST if a != "-q"]  # the summary reports the old classes
-    result = _ok("train", *data("all"), *loud, "--init-from", tmp_path / "r1", "--out", tmp_path / "r2")
+    result = cli_ok("train", *data("all"), *loud, "--init-from", tmp_path / "r1", "--out", tmp_path / "r2")
     meta = json.loads((tmp_path / "r2" / "model.json").read_text())
     c = meta["continual"]
     assert c["old_classes"] == 4 and meta["n_classes"] == 6
@@ -319,16 +309,16 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         ),
     }
     for name, (case, expected) in cases.items():
-        result = _run("train", *FAST, *case, "--out", tmp_path / "out")  # the case's flags win
+        result = cli_run("train", *FAST, *case, "--out", tmp_path / "out")  # the case's flags win
         assert result.exit_code == 1, (name, result.output)
         assert result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1, result.output
         assert expected in result.output, (name, result.output)
         assert not (tmp_path / "out").exists(), name  # nothing half-made
-    result = _run("train", *args, *FAST, "--out", tmp_path / "existing")
+    result = cli_run("train", *args, *FAST, "--out", tmp_path / "existing")
     assert result.exit_code == 1 and "--overwrite" in result.output
     for cmd in (["evaluate", tmp_path / "nope", "--features", vx, "--labels", vy],
                 ["predict", tmp_path / "nope", "--features", vx, "--out", tmp_path / "p.csv"]):  # fmt: skip
-        result = _run(*cmd)
+        result = cli_run(*cmd)
         assert result.exit_code == 1 and "does not exist" in result.output
     assert not (tmp_path / "p.csv").exists()
 
@@ -338,11 +328,11 @@ def test_instance_labels_make_every_sample_a_class_and_evaluate_counts_them(tmp_
     np.save(tmp_path / "x40.npy", x)
     np.save(tmp_path / "y40.npy", np.zeros(40, dtype=np.int64))  # ignored: each row becomes its own class
     feats = ["--features", tmp_path / "x40.npy", "--labels", tmp_path / "y40.npy"]
-    _ok("train", *feats, "--instance-labels", "--dim", "9", "--lr", "3e-3", "--epochs", "30", "-b", "8", "-q",
+    cli_ok("train", *feats, "--instance-labels", "--dim", "9", "--lr", "3e-3", "--epochs", "30", "-b", "8", "-q",
         "--out", tmp_path / "inst")  # fmt: skip
     meta = json.loads((tmp_path / "inst" / "model.json").read_text())
     assert meta["n_classes"] == 40
-    info = json.loads(_ok("evaluate", tmp_path / "inst", *feats, "--instance-labels", "--json").stdout)
+    info = json.loads(cli_ok("evaluate", tmp_path / "inst", *feats, "--instance-labels", "--json").stdout)
     model, centers, _ = load_run(tmp_path / "inst")
     with torch.inference_mode():
         z = torch.nn.functional.normalize(model(torch.from_numpy(x)).double(), dim=1)
@@ -356,7 +346,7 @@ def test_model_kwargs_reach_timm_and_the_saved_run_rebuilds_with_them(tmp_path):
     """``--model-kwargs patch_size=8``: a test_vit with a 4x4 token grid at 32 px (timm's default is 16 px patches),
     recorded in model.json so evaluate/extract rebuild the same architecture."""
     run = tmp_path / "vit"
-    _ok("train", "-m", "test_vit", "--model-kwargs", "patch_size=8", "--model-kwargs", "drop_path_rate=0.0",
+    cli_ok("train", "-m", "test_vit", "--model-kwargs", "patch_size=8", "--model-kwargs", "drop_path_rate=0.0",
         "--data", "digits:val", "--epochs", "1", "-b", "64", "-q", "--out", run)  # fmt: skip
     meta = json.loads((run / "model.json").read_text())
     assert meta["model"]["kwargs"] == {"patch_size": 8, "drop_path_rate": 0.0}
@@ -365,7 +355,7 @@ def test_model_kwargs_reach_timm_and_the_saved_run_rebuilds_with_them(tmp_path):
     assert model.backbone.patch_embed.patch_size == (8, 8)
     assert model.backbone.patch_embed.proj.weight.shape[-2:] == (8, 8)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, model.dim)
-    resumed = _run("train", "-m", "test_vit", "--model-kwargs", "patch_size=4", "--data", "digits:val",
+    resumed = cli_run("train", "-m", "test_vit", "--model-kwargs", "patch_size=4", "--data", "digits:val",
                    "--epochs", "1", "-b", "64", "-q", "--out", run, "--resume")  # fmt: skip
     assert resumed.exit_code == 1 and "model_kwargs: run has ['patch_size=8', 'drop_path_rate=0.0']" in resumed.output
 
@@ -375,7 +365,7 @@ def test_tensorboard_event_file_holds_the_loss_and_val_top1(tmp_path, blobs):
 
     args, _ = blobs
     run = tmp_path / "tb"
-    _ok("train", *args, *FAST, "--log-every", "5", "--log-with", "tensorboard", "--out", run)
+    cli_ok("train", *args, *FAST, "--log-every", "5", "--log-with", "tensorboard", "--out", run)
     events = list((run / "logs").rglob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in run.rglob("*"))
     scalars = {}
@@ -398,8 +388,8 @@ def test_commands_with_other_precisions_and_devices_run_in_one_process(tmp_path,
     """Accelerate's process-wide state must not make a second run with another precision or --cpu fail."""
     args, (vx, vy) = blobs
     for name, extra in (("a", []), ("b", ["--precision", "bf16"]), ("c", ["--cpu"])):
-        _ok("train", *args, *FAST, *extra, "--out", tmp_path / name)
-        _ok("evaluate", tmp_path / name, "--features", vx, "--labels", vy, "--cpu")
+        cli_ok("train", *args, *FAST, *extra, "--out", tmp_path / name)
+        cli_ok("evaluate", tmp_path / name, "--features", vx, "--labels", vy, "--cpu")
 
 
 def test_a_compiled_model_saves_plain_names_and_loads(tmp_path, blobs):
@@ -408,14 +398,14 @@ def test_a_compiled_model_saves_plain_names_and_loads(tmp_path, blobs):
     --channels-last are accepted on the way."""
     args, (vx, vy) = blobs
     run = tmp_path / "compiled"
-    _ok("train", *args, *FAST, "--compile", "--clip-grad", "0.5", "--channels-last", "--out", run)
+    cli_ok("train", *args, *FAST, "--compile", "--clip-grad", "0.5", "--channels-last", "--out", run)
     names = list(load_state_dict(run / "model.safetensors"))
     from safetensors.torch import load_file
 
     raw = list(load_file(run / "model.safetensors"))
     assert raw == names and not any("_orig_mod" in k for k in raw)
     meta = json.loads((run / "model.json").read_text())
-    result = json.loads(_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
+    result = json.loads(cli_ok("evaluate", run, "--features", vx, "--labels", vy, "--json").stdout)
     assert result["top1"] == meta["final_metrics"]["top1"] > 0.5
 
 
