@@ -167,7 +167,7 @@ def _load(data: str | None, features: str | None, labels: str | None, pre):
 
 def _store_facts(path: str) -> dict[str, Any]:
     """What training needs to know of a centers store before building anything (the file is closed again)."""
-    from .stores import open_store
+    from ..stores import open_store
 
     with open_store(path) as store:
         facts = {"kind": store.kind, "n_dim": store.n_dim, "n_classes": store.n_classes}
