@@ -151,7 +151,8 @@ def _step_fits(spec: dict, batch: int) -> bool:
     """Build the student (+ head for CE), AdamW and run two steps at ``batch`` under the cap; False when refused."""
     from lscdistill.losses import CosineLoss
     from lscdistill.models import build_student
-    from lscdistill.train import TrainConfig, _loss, create_centers
+    from lscdistill.train import TrainConfig, create_centers
+    from lscdistill.train.loop import _loss
 
     n, ce = spec["n_classes"], spec["objective"] == "ce"
     try:

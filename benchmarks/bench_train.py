@@ -57,7 +57,8 @@ def worker(spec: dict) -> dict:
     ``device`` and (``lsc-store``) ``store``. Returns peak memory, step times and parameter count."""
     from lscdistill.losses import CosineLoss
     from lscdistill.models import build_student
-    from lscdistill.train import TrainConfig, _loss, create_centers
+    from lscdistill.train import TrainConfig, create_centers
+    from lscdistill.train.loop import _loss
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)

@@ -76,6 +76,61 @@ class _Top5:
         return (top == y[:, None]).any(dim=1).sum()
 
 
+class _Tally:
+    """The counts of one evaluation pass (samples, exact and fast top-1 hits, their agreement, new-class flags,
+    exact-decoder fallbacks, top-5 hits), added on the device batch by batch (no host sync), summed over processes
+    once at the end."""
+
+    NAMES = ("n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5")
+
+    def __init__(self, centers: Centers | None, objective: str, n_classes: int, device: torch.device) -> None:
+        self.sums = torch.zeros(len(self.NAMES), dtype=torch.int64, device=device)
+        self.at = {name: i for i, name in enumerate(self.NAMES)}  # sums[at[name]] += count
+        self.objective, self.device = objective, device
+        self.has_fast = centers is not None and centers.fast
+        self.top5 = _Top5(centers, device)
+        self.has_top5 = (objective == "ce" and n_classes >= 5) or self.top5.table is not None
+
+    def add(self, p: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+        """One batch's predictions (:func:`_predict_batch`) against its labels ``y [B]`` (on the device)."""
+        sums, at, device = self.sums, self.at, self.device
+        label = p["label"].to(device)
+        sums[at["n"]] += len(y)
+        sums[at["top1"]] += (label == y).sum()
+        if self.has_fast:
+            fast = p["fast_label"].to(device)
+            sums[at["top1_fast"]] += (fast == y).sum()
+            sums[at["agree"]] += (fast == label).sum()
+            sums[at["new_class"]] += p["unassigned"].to(device).sum()
+        if "fallback" in p:
+            sums[at["fallback"]] += p["fallback"].to(device).sum()
+        if self.objective == "ce" and self.has_top5:
+            k = min(5, p["out"].shape[1])
+            sums[at["top5"]] += (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+        elif self.has_top5:
+            sums[at["top5"]] += self.top5.hits(p["out"], y)
+
+    def result(self, accelerator) -> dict[str, Any]:
+        """The metrics over every process's samples (one all-reduce)."""
+        sums = self.sums
+        if accelerator.num_processes > 1:
+            torch.distributed.all_reduce(sums)
+        sums = dict(zip(self.NAMES, sums.tolist(), strict=True))
+        n = max(1, sums["n"])
+        result: dict[str, Any] = {"samples": sums["n"], "top1": sums["top1"] / n}
+        if self.has_top5:
+            result["top5"] = sums["top5"] / n
+        if self.has_fast:
+            result |= {
+                "top1_fast": sums["top1_fast"] / n,
+                "fast_exact_agreement": sums["agree"] / n,
+                "new_class_flags": sums["new_class"],
+            }
+        if self.objective == "lsc":
+            result["exact_fallback_rows"] = sums["fallback"]
+        return result
+
+
 def _predict_batch(model, centers: Centers | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Exact (and, where the centers allow, fast) predictions for one batch."""
     out = model(x).float()
@@ -115,12 +170,7 @@ def evaluate_model(
     data, device = loader.data, accelerator.device
     indices = np.arange(len(data)) if indices is None else indices
     mine = indices[accelerator.process_index :: accelerator.num_processes]
-    names = ["n", "top1", "top1_fast", "agree", "new_class", "fallback", "top5"]
-    sums = torch.zeros(len(names), dtype=torch.int64, device=device)
-    at = {name: i for i, name in enumerate(names)}  # sums[at[name]] += count: added on the device, no sync
-    has_fast = centers is not None and centers.fast
-    top5 = _Top5(centers, device)
-    has_top5 = (objective == "ce" and data.n_classes >= 5) or top5.table is not None
+    tally = _Tally(centers, objective, data.n_classes, device)
     model = unwrap(accelerator, model)
     was_training = model.training
     model.eval()
@@ -128,40 +178,11 @@ def evaluate_model(
         for x, y, _ in loader(mine):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             p = _predict_batch(model, centers, x)
-            label = p["label"].to(device)
-            sums[at["n"]] += len(y)
-            sums[at["top1"]] += (label == y).sum()
-            if has_fast:
-                fast = p["fast_label"].to(device)
-                sums[at["top1_fast"]] += (fast == y).sum()
-                sums[at["agree"]] += (fast == label).sum()
-                sums[at["new_class"]] += p["unassigned"].to(device).sum()
-            if "fallback" in p:
-                sums[at["fallback"]] += p["fallback"].to(device).sum()
-            if objective == "ce" and has_top5:
-                k = min(5, p["out"].shape[1])
-                sums[at["top5"]] += (p["out"].topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
-            elif has_top5:
-                sums[at["top5"]] += top5.hits(p["out"], y)
+            tally.add(p, y)
             if scores is not None:
                 scores.add(p)
     model.train(was_training)
-    if accelerator.num_processes > 1:
-        torch.distributed.all_reduce(sums)
-    sums = dict(zip(names, sums.tolist(), strict=True))
-    n = max(1, sums["n"])
-    result: dict[str, Any] = {"samples": sums["n"], "top1": sums["top1"] / n}
-    if has_top5:
-        result["top5"] = sums["top5"] / n
-    if has_fast:
-        result |= {
-            "top1_fast": sums["top1_fast"] / n,
-            "fast_exact_agreement": sums["agree"] / n,
-            "new_class_flags": sums["new_class"],
-        }
-    if objective == "lsc":
-        result["exact_fallback_rows"] = sums["fallback"]
-    return result
+    return tally.result(accelerator)
 
 
 # ------------------------------------------------------------------------------------------------ run dirs

@@ -131,17 +131,32 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         n_dim = data.n_dim
     else:
         n_dim = model.dim if isinstance(model, Student) else int(model.num_features)
-    shard_i, shard_n = cfg.shard
     selected = select_indices(data.labels, limit_per_class=cfg.limit_per_class, shard=cfg.shard)
     mine = selected[accelerator.process_index :: accelerator.num_processes]
     if model is not None:
         model = model.to(accelerator.device)
 
     acc = MeanAccumulator(data.n_classes, n_dim)
-    failure = ""
     start = time.perf_counter()
+    _accumulate(cfg, accelerator, data, model, mine, acc)
+    _reduce_to_main(accelerator, acc)
+    seconds = time.perf_counter() - start
+
+    empty = int((acc.counts == 0).sum())
+    result = ExtractResult(None, int(acc.counts.sum()), data.n_classes, n_dim, empty, seconds)
+    if main:
+        _write_store(cfg, accelerator, data, n_dim, info, acc)
+        result.path = Path(cfg.out)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _accumulate(cfg: ExtractConfig, accelerator, data: LabeledData, model, mine, acc: MeanAccumulator) -> None:
+    """This process's samples ``mine`` through the teacher (``model``; None: features as they are) into ``acc``;
+    a non-finite embedding stops every process with one error."""
+    failure = ""
     n_batches = -(-len(mine) // cfg.batch_size)
-    with progress_bar("extract", n_batches, disable=cfg.quiet or not main) as advance:
+    with progress_bar("extract", n_batches, disable=cfg.quiet or not accelerator.is_main_process) as advance:
         for x, y, idx in data.batches(mine, cfg.batch_size, default_workers(accelerator, cfg.workers)):
             if model is None:
                 z = x
@@ -157,37 +172,33 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
             acc.update(y, z)
             advance(len(idx))
         _agree_or_raise(accelerator, failure)  # inside the bar: an error removes it
-    _reduce_to_main(accelerator, acc)
-    seconds = time.perf_counter() - start
 
-    empty = int((acc.counts == 0).sum())
-    result = ExtractResult(None, int(acc.counts.sum()), data.n_classes, n_dim, empty, seconds)
-    if main:
-        provenance = {
-            **info,
-            "dataset": data.description,
-            "normalize_embeddings": cfg.normalize,
-            "limit_per_class": cfg.limit_per_class,
-            "shard": f"{shard_i}/{shard_n}",
-            "world_size": accelerator.num_processes,
-            "precision": cfg.precision,
-            "command": cfg.command,
-            "lscdistill": __version__,
-        }
-        with StoreWriter(
-            cfg.out,
-            kind="partial" if cfg.partial else "means",
-            n_classes=data.n_classes,
-            n_dim=n_dim,
-            provenance=provenance,
-            class_names=data.class_names,
-            with_sums=cfg.keep_sums,
-            overwrite=cfg.overwrite,
-        ) as writer:
-            acc.write(writer)
-        result.path = Path(cfg.out)
-    accelerator.wait_for_everyone()
-    return result
+
+def _write_store(cfg: ExtractConfig, accelerator, data: LabeledData, n_dim: int, info, acc: MeanAccumulator) -> None:
+    """The store of the reduced sums (main process), with where they came from."""
+    shard_i, shard_n = cfg.shard
+    provenance = {
+        **info,
+        "dataset": data.description,
+        "normalize_embeddings": cfg.normalize,
+        "limit_per_class": cfg.limit_per_class,
+        "shard": f"{shard_i}/{shard_n}",
+        "world_size": accelerator.num_processes,
+        "precision": cfg.precision,
+        "command": cfg.command,
+        "lscdistill": __version__,
+    }
+    with StoreWriter(
+        cfg.out,
+        kind="partial" if cfg.partial else "means",
+        n_classes=data.n_classes,
+        n_dim=n_dim,
+        provenance=provenance,
+        class_names=data.class_names,
+        with_sums=cfg.keep_sums,
+        overwrite=cfg.overwrite,
+    ) as writer:
+        acc.write(writer)
 
 
 def _agree_or_raise(accelerator, failure: str) -> None:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from lscdistill.batchnorm import batch_statistics, batchnorm_layers, recompute_batchnorm
 from lscdistill.cli import app
 from lscdistill.models import build_student
-from lscdistill.train import TrainConfig, _bn_indices
+from lscdistill.train import TrainConfig
+from lscdistill.train.bnstats import _bn_indices
 
 runner = CliRunner()
 

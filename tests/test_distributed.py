@@ -139,7 +139,8 @@ import numpy as np, torch
 from lscdistill.batchnorm import recompute_batchnorm
 from lscdistill.data import Preprocess, load_images
 from lscdistill.models import build_student
-from lscdistill.train import TrainConfig, _bn_indices
+from lscdistill.train import TrainConfig
+from lscdistill.train.bnstats import _bn_indices
 
 world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))

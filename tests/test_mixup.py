@@ -16,7 +16,8 @@ from lscdistill.losses import create_loss
 from lscdistill.mixup import CenterMixup
 from lscdistill.models import load_state_dict
 from lscdistill.systems import create_system
-from lscdistill.train import TrainConfig, _loss
+from lscdistill.train import TrainConfig
+from lscdistill.train.loop import _loss
 
 
 @pytest.mark.parametrize("batch", [8, 7])

@@ -107,6 +107,14 @@ def evaluate_command(
     if json_:
         typer.echo(json.dumps(result, indent=2))
         return
+    _print_table(run_dir, result)
+    if unseen_data is not None or unseen_features is not None:
+        if result["open_set"]["calibration"] is None and not calibrate:
+            err_console.print(f"note: no calibrated flag rates: {escape(_no_calibration(run_dir))}", soft_wrap=True)
+
+
+def _print_table(run_dir: Path, result: dict) -> None:
+    """``evaluate``'s metrics as a table on stdout, one row per (flattened) metric."""
     from rich.table import Table
 
     table = Table(title=f"{run_dir} ({result['objective']}, {result['n_classes']:,} classes)")
@@ -117,9 +125,6 @@ def evaluate_command(
             continue
         table.add_row(key, _cell(value))
     out_console.print(table)
-    if unseen_data is not None or unseen_features is not None:
-        if result["open_set"]["calibration"] is None and not calibrate:
-            err_console.print(f"note: no calibrated flag rates: {escape(_no_calibration(run_dir))}", soft_wrap=True)
 
 
 def _cell(value) -> str:

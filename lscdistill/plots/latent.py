@@ -280,29 +280,25 @@ def plot_continual(
         (old, points_b, all_rows, n_new, n_old, f"(b) + samples of classes {n_old}-{n_new - 1}, before training"),
         (new, points_c, all_rows, n_new, n_new, f"(c) after continued training on {n_new} classes"),
     ]
+    return _draw_continual(panels, new, centers_new, space, out_png)
+
+
+def _draw_continual(panels: list[tuple], new: _Embedded, centers: np.ndarray, space: str, out_png) -> list[LatentPlot]:
+    """:func:`plot_continual`'s panels side by side in one PNG (2-D: the same axis limits in all three), each
+    titled with its nearest-center top-1 on the classes trained so far."""
     plt = pyplot()
-    three_d = points_b.shape[1] == 3
+    three_d = panels[0][1].shape[1] == 3
     fig = plt.figure(figsize=(16, 5.6))
-    lim = None if three_d else max(_limit(points_b, centers_new), _limit(points_c, centers_new))
-    result = []
+    lim = None if three_d else max(_limit(panel[1], centers) for panel in panels)
+    n_new, result = len(new.centers), []
     for i, (run, points, rows, shown, trained, name) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1, projection="3d" if three_d else None)
-        pts, labels, centers = points[rows], run.labels[rows], centers_new[:shown]
-        _draw(
-            ax,
-            pts,
-            labels,
-            centers,
-            new.names,
-            space,
-            trained=trained,
-            n_colors=n_new,
-            cluster_radius=new.cluster_radius,
-            lim=lim,
-        )
+        pts, labels, drawn = points[rows], run.labels[rows], centers[:shown]
+        kw = {"trained": trained, "n_colors": n_new, "cluster_radius": new.cluster_radius, "lim": lim}
+        _draw(ax, pts, labels, drawn, new.names, space, **kw)
         top1 = _top1(run.z[rows], labels, new.centers[:trained])
         ax.set_title(f"{name}\nnearest-center top-1 (trained classes) {top1:.0%}", fontsize=10)
-        result.append(LatentPlot(out_png, pts, labels, centers, space, top1))
+        result.append(LatentPlot(out_png, pts, labels, drawn, space, top1))
     fig.suptitle(
         f"Continual learning without changing the model (dim {new.z.shape[1]}, {new.meta['centers'].get('name', '')})"
     )
