@@ -26,6 +26,7 @@ from lscdistill.train import (
     TrainConfig,
     resolve_defaults,
 )
+from lscdistill.train.config import inherit_defaults
 
 runner = CliRunner()
 
@@ -95,6 +96,7 @@ def test_defaults_by_objective_are_resolved_and_recorded(tmp_path, blobs, object
     config = json.loads((run / "config.json").read_text())
     assert (config["lr"], config["schedule"]) == (DEFAULT_LR[objective], DEFAULT_SCHEDULE[objective])
     assert config["warmup_steps"] == warmup  # resolved from the step count when the run was created
+    assert config["clip_grad"] == 0.0  # the cosine loss and cross-entropy are not clipped by default
     optimizer = json.loads((run / "model.json").read_text())["optimizer"]
     assert optimizer == {
         "name": "AdamW",
@@ -296,7 +298,7 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
         "nan lr": ([*args, "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
         "negative weight decay": ([*args, "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
         "infinite radius": ([*args, "--radius", "inf"], "--radius must be a finite number >= 0, got inf"),
-        "zero clip": ([*args, "--clip-grad", "0"], "--clip-grad must be a finite number > 0, got 0.0"),
+        "negative clip": ([*args, "--clip-grad", "-1"], "--clip-grad must be a finite number >= 0, got -1.0"),
         "fp8": ([*args, "--precision", "fp8"], "--precision must be one of no, fp16, bf16, got 'fp8'"),
         "crop scale": ([*args, "--scale", "0.5", "2"], "--scale must be two area fractions 0 < MIN <= MAX <= 1"),
         "model kwargs not KEY=VALUE": (
@@ -425,3 +427,29 @@ def test_exact_decoding_scores_in_full_precision_and_restores_the_setting():
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.parametrize(
+    ("objective", "loss", "given", "expected"),
+    [
+        ("lsc", "cos", None, 0.0),
+        ("lsc", "dist", None, 1.0),  # distance losses: clipped by default (unstable without, docs/paper.md §5.1)
+        ("lsc", "cos+dist", None, 1.0),
+        ("ce", "dist", None, 0.0),  # cross-entropy has no distance loss
+        ("lsc", "dist", 0.0, 0.0),  # 0 turns the default off
+        ("lsc", "cos", 0.5, 0.5),
+    ],
+)
+def test_clip_grad_default_by_loss(tmp_path, objective, loss, given, expected):
+    cfg = TrainConfig(out=tmp_path / "r", data="digits", objective=objective, loss=loss, clip_grad=given)
+    assert resolve_defaults(cfg).clip_grad == expected
+
+
+def test_resume_of_a_run_from_before_the_clip_default_keeps_training_unclipped(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(
+        json.dumps({"lr": 1e-3, "schedule": "cosine", "warmup_steps": 3, "clip_grad": None})
+    )
+    cfg = inherit_defaults(TrainConfig(out=run, data="digits", loss="dist"))
+    assert resolve_defaults(cfg).clip_grad == 0.0

@@ -25,7 +25,15 @@ OBJECTIVES = ("lsc", "ce")
 #: (wsd), where cross-entropy does best with a smaller one that decays all along (cosine).
 DEFAULT_LR = {"lsc": 3e-3, "ce": 1e-3}
 DEFAULT_SCHEDULE = {"lsc": "wsd", "ce": "cosine"}
-AUTO_FIELDS = ("lr", "schedule", "warmup_steps")  # None: the default above (or, on --resume, the run's own value)
+#: gradient clipping by loss: the distance losses' gradients grow with the distance to the center, and without
+#: clipping the planar system at 84 classes trained to 16-94% instead of 99.7% (docs/paper.md, §5.1)
+DEFAULT_CLIP_GRAD = {"cos": 0.0, "dist": 1.0, "cos+dist": 1.0, "dist+cos": 1.0}
+AUTO_FIELDS = (
+    "lr",
+    "schedule",
+    "warmup_steps",
+    "clip_grad",
+)  # None: the default above (or, on --resume, the run's own value)
 #: fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "resume", "quiet", "log_every", "checkpoint_every", "keep_checkpoints", "workers"}
 
@@ -98,7 +106,11 @@ class TrainConfig:
     precision: str = opt("no", "Mixed precision: no, fp16, bf16.")
     compile: bool = opt(False, "torch.compile the model (Accelerate's inductor backend).")
     channels_last: bool = opt(False, "Channels-last memory format (faster convolutions on GPUs).")
-    clip_grad: float | None = opt(None, "Clip the gradients' global L2 norm to this value.")
+    clip_grad: float | None = opt(
+        None,
+        "Clip the gradients' global L2 norm to this value; 0: no clipping (default: 1.0 for the dist and cos+dist "
+        "losses, whose gradients grow with the distance to the center; 0 for cos and ce).",
+    )
     img_size: int | None = opt(None, "Input size (default: model's; digits 32).")
     aug: str = opt(
         "none",
@@ -183,7 +195,10 @@ def resolve_defaults(cfg: TrainConfig) -> TrainConfig:
     schedule = DEFAULT_SCHEDULE[cfg.objective] if cfg.schedule is None else cfg.schedule
     if schedule not in SCHEDULES:
         raise ValueError(f"--schedule must be one of {SCHEDULES}, got {schedule!r}")
-    return replace(cfg, lr=lr, schedule=schedule)
+    clip_grad = cfg.clip_grad
+    if clip_grad is None:
+        clip_grad = DEFAULT_CLIP_GRAD.get(cfg.loss, 0.0) if cfg.objective == "lsc" else 0.0
+    return replace(cfg, lr=lr, schedule=schedule, clip_grad=clip_grad)
 
 
 def inherit_defaults(cfg: TrainConfig) -> TrainConfig:
@@ -193,7 +208,10 @@ def inherit_defaults(cfg: TrainConfig) -> TrainConfig:
         saved = json.loads((Path(cfg.out) / CONFIG).read_text())
     except (OSError, ValueError):
         return cfg  # the resume check says what is wrong
-    return replace(cfg, **{k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None})
+    inherited = {k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None}
+    if "clip_grad" in inherited and inherited["clip_grad"] is None and "clip_grad" in saved:
+        inherited["clip_grad"] = 0.0  # a run from before the default: it trained without clipping
+    return replace(cfg, **inherited)
 
 
 # -------------------------------------------------------------------------------------------------- checks
@@ -207,8 +225,13 @@ def check_options(cfg: TrainConfig) -> tuple[Augment, CenterMixup | None]:
     for name in ("epochs", "batch_size", "grad_accum"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    positive = {"lr": cfg.lr, "clip_grad": cfg.clip_grad}
-    at_least_zero = {"weight_decay": cfg.weight_decay, "radius": cfg.radius, "warmup_steps": cfg.warmup_steps}
+    positive = {"lr": cfg.lr}
+    at_least_zero = {
+        "weight_decay": cfg.weight_decay,
+        "radius": cfg.radius,
+        "warmup_steps": cfg.warmup_steps,
+        "clip_grad": cfg.clip_grad,
+    }
     for name, value in (positive | at_least_zero).items():
         if value is not None and not (math.isfinite(value) and (value > 0 if name in positive else value >= 0)):
             bound = "> 0" if name in positive else ">= 0"

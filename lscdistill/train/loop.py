@@ -126,7 +126,7 @@ class Trainer:
 
     def _step(self, epoch: int) -> float | None:
         cfg = self.cfg
-        if cfg.clip_grad is not None:
+        if cfg.clip_grad:  # 0: off
             self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
         self.optimizer.step()
         self.scheduler.step()
