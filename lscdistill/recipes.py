@@ -34,6 +34,7 @@ import dataclasses
 import difflib
 import os
 import re
+import site
 import sys
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -314,8 +315,9 @@ _Dumper.add_representer(str, _represent_str)
 # ------------------------------------------------------------------------------------------------ finding
 def _shipped_dirs() -> list[Path]:
     """The recipes that ship with lscdistill: the source checkout's ``recipes/``, else the installed copy
-    (``pip install`` puts them in ``PREFIX/share/lscdistill/recipes``)."""
-    return [Path(__file__).resolve().parents[1] / "recipes", Path(sys.prefix) / "share" / "lscdistill" / "recipes"]
+    (``pip install`` puts them in ``PREFIX/share/lscdistill/recipes``, ``--user`` under the user base)."""
+    installed = [Path(prefix) / "share" / "lscdistill" / "recipes" for prefix in (sys.prefix, site.USER_BASE or "")]
+    return [Path(__file__).resolve().parents[1] / "recipes", *installed]
 
 
 def recipes_dirs() -> list[Path]:
