@@ -18,6 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 COPY pyproject.toml README.md /tmp/lscdistill-src/
 COPY lscdistill /tmp/lscdistill-src/lscdistill
+COPY recipes /tmp/lscdistill-src/recipes
 
 # Keep the base image's CUDA builds of torch and torchvision: they satisfy torch>=2.1 / torchvision>=0.16, and the
 # constraints file turns any attempt by the resolver to replace them into a build error instead of a silent

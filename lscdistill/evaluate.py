@@ -7,7 +7,7 @@ and the open-set scores gathered across processes, so every sample is counted ex
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from .openset import (
     open_set_report,
     save_calibration,
 )
+from .options import opt, workers_option
 from .rundir import load_run
 from .runtime import create_accelerator
 from .stores.writer import check_output_path
@@ -214,19 +215,28 @@ def _data_for_run(model, meta, data, features, labels, need_labels: bool, prefix
 
 @dataclass
 class EvalConfig:
-    run_dir: Path
-    data: str | None = None
-    features: str | None = None
-    labels: str | None = None
-    batch_size: int = 256
-    cpu: bool = False
-    instance_labels: bool = False  # every sample its own class, in data order (runs trained with instance labels)
-    workers: int | None = None  # DataLoader workers (None: default_workers for the device)
-    unseen_data: str | None = None  # samples of classes the run never saw: open-set AUROC, FPR@95TPR, flag rates
-    unseen_features: str | None = None
-    calibrate: bool = False  # store a new threshold from this (known-class) data in the run's openset.json
-    accept: float | None = None  # share of known samples the calibrated threshold accepts (default DEFAULT_ACCEPT)
-    score: str | None = None  # open-set score to calibrate (default: openset.default_score of the objective)
+    """Everything ``lscdistill evaluate`` needs (its options are derived from these fields); ``predict`` uses the
+    data fields, ``batch_size``, ``workers`` and ``cpu``."""
+
+    run_dir: Path = opt(MISSING, "A finished `lscdistill train` run directory.", argument=True)  # noqa: RUF009
+    data: str | None = opt(
+        None,
+        "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
+        ".tar of one.",
+    )
+    features: str | None = opt(None, "Precomputed features X.npy or X.h5[:name].")
+    labels: str | None = opt(None, "Integer labels .npy for --features.")
+    unseen_data: str | None = opt(None, "Samples of classes the run never saw (as --data): open-set metrics.")
+    unseen_features: str | None = opt(None, "Unseen-class features (as --features; no labels).")
+    calibrate: bool = opt(False, "Store a new new-class threshold from this known-class data (openset.json).")
+    accept: float | None = opt(None, "With --calibrate: share of known samples to accept, in (0, 1) [default: 0.95].")
+    score: str | None = opt(
+        None, "With --calibrate: cosine (default), margin, fast_cosine, unassigned; softmax for CE."
+    )
+    batch_size: int = opt(256, "Samples per batch.", "--batch-size", "-b", min=1)
+    workers: int | None = workers_option()
+    cpu: bool = opt(False, "Run on the CPU even if a GPU is present.")
+    instance_labels: bool = opt(False, "Every sample its own class, in data order (for runs trained that way).")
 
 
 def run_evaluate(cfg: EvalConfig) -> dict[str, Any]:

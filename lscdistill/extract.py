@@ -26,9 +26,9 @@ from .data import (
     select_indices,
 )
 from .models import Student, checkpoint_sha256, create_teacher, embed, parse_model_kwargs, resolve_checkpoint
-from .options import as_str, model_kwargs_option, opt, workers_option
+from .options import as_str, model_kwargs_option, one_of, opt, timm_model, workers_option
 from .progress import progress_bar
-from .runtime import create_accelerator
+from .runtime import PRECISIONS, create_accelerator
 from .stores.writer import BLOCK_ROWS, MeanAccumulator, StoreWriter, check_output_path
 
 __all__ = ["ExtractConfig", "ExtractResult", "run_extract"]
@@ -42,7 +42,7 @@ class ExtractConfig:
     data: str | None = opt(
         None, "'digits' (scikit-learn's 1,797 8x8 digits), an image folder (one sub-folder per class) or a .tar of one."
     )
-    teacher: str | None = opt(None, "timm model name of the teacher.")
+    teacher: str | None = opt(None, "timm model name of the teacher.", check=timm_model)
     model_kwargs: tuple[str, ...] = model_kwargs_option()
     checkpoint: str | None = opt(
         None, "Teacher weights: .pt/.pth/.safetensors or a run directory.", cli_type=Path | None, to_config=as_str
@@ -64,7 +64,7 @@ class ExtractConfig:
     )
     partial: bool = opt(False, "Write a mergeable partial store (sums + counts).")
     keep_sums: bool = opt(False, "Keep float64 sums in the means store (mergeable).")
-    precision: str = opt("no", "Teacher pass precision: no, fp16, bf16.")
+    precision: str = opt("no", "Teacher pass precision: no, fp16, bf16.", check=one_of(*PRECISIONS))
     cpu: bool = opt(False, "Run on the CPU even if a GPU is present.")
     seed: int = opt(0, "Initialization of a teacher without --checkpoint.")
     overwrite: bool = opt(False, "Replace an existing output store.")

@@ -15,9 +15,11 @@ import yaml
 from typer.testing import CliRunner
 
 from lscdistill.cli import app
-from lscdistill.cli.run import field_docs, fields_markdown
+from lscdistill.cli.run import fields_markdown
+from lscdistill.options import declared_fields, field_docs, field_value
 from lscdistill.planner import plan
-from lscdistill.recipes import STEP_CONFIGS, _coerce, load_recipe, parse_recipe, run_recipe
+from lscdistill.recipes import load_recipe, parse_recipe
+from lscdistill.steps import STEP_TYPES, run_recipe
 from lscdistill.stores import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ def test_shipped_recipe_loads_validates_and_round_trips(path):
     assert all(text.strip() for text in (recipe.description, recipe.paper, recipe.dataset))
     assert "\n" not in recipe.description.strip()
     for step in recipe.steps:
-        assert isinstance(step.config, STEP_CONFIGS[step.kind])
+        assert isinstance(step.config, STEP_TYPES[step.kind].config)
         for value in dataclasses.asdict(step.config).values():
             assert "${" not in str(value)
     again = parse_recipe(yaml.safe_load(recipe.to_yaml()), "resolved")
@@ -69,16 +71,16 @@ def test_planner_recipe_uses_the_planners_minimum_dim():
     assert [s.config.instance_labels for s in recipe.steps if s.kind == "evaluate"] == [True, True]
 
 
-def test_every_config_field_has_a_supported_type_and_a_meaning():
-    for kind, cls in STEP_CONFIGS.items():
-        hints = typing.get_type_hints(cls)
-        docs = field_docs(kind)
-        for f in dataclasses.fields(cls):
-            assert docs[f.name].strip(), f"{kind}.{f.name} has no meaning: comment the field or give its flag help"
+def test_every_step_field_has_a_supported_type_a_meaning_and_its_default_reads_back():
+    for kind, step in STEP_TYPES.items():
+        hints = typing.get_type_hints(step.config)
+        docs = field_docs(step.config)
+        for f in declared_fields(step.config):
+            assert docs[f.name].strip(), f"{kind}.{f.name} has no meaning: declare its help with opt()"
             if f.default is not dataclasses.MISSING:
                 plain = list(f.default) if isinstance(f.default, tuple) else f.default
                 plain = str(plain) if isinstance(plain, Path) else plain
-                assert _coerce(plain, hints[f.name], f"{kind}.{f.name}") == f.default
+                assert field_value(f, hints[f.name], plain, f"{kind}.{f.name}") == f.default
 
 
 def test_docs_field_tables_are_current():
@@ -106,17 +108,37 @@ def _train(**fields):
     ("data", "overrides", "expected"),
     [
         (_recipe(_train(epoch=3)), [], "t.yaml: step 1 (train): unknown field 'epoch' (did you mean 'epochs'?)"),
-        (_recipe(_train(epochs="ten")), [], "t.yaml: step 1 (train), field 'epochs': must be an integer, got 'ten'"),
-        (_recipe(_train(instance_labels=1)), [], "field 'instance_labels': must be true or false, got 1 (int)"),
-        (_recipe(_train(lr="fast")), [], "field 'lr': must be a number, got 'fast' (str)"),
-        (_recipe({"extract": {"out": "m.h5", "shard": [0]}}), [], "field 'shard': must be a list of 2 values"),
+        (
+            _recipe(_train(epochs="ten")),
+            [],
+            "t.yaml: step 1 (train), field 'epochs' must be an integer, got 'ten' (str)",
+        ),
+        (_recipe(_train(instance_labels=1)), [], "field 'instance_labels' must be true or false, got 1 (int)"),
+        (_recipe(_train(lr="fast")), [], "field 'lr' must be a number, got 'fast' (str)"),
+        (_recipe({"extract": {"out": "m.h5", "shard": [0]}}), [], "field 'shard' must be a list of 2 values"),
         (_recipe({"trian": {"out": "r"}}), [], "step 1: unknown step type 'trian' (did you mean 'train'?)"),
         (_recipe({"snap": {"out": "s.h5"}}), [], "step 1 (snap): required field 'means' is missing"),
         (_recipe(_train(out="${rot}/r")), [], "field 'out': unknown var ${rot} (did you mean 'root'?)"),
         (_recipe(_train(loss="cosine")), [], "field 'loss': unknown loss 'cosine'"),
         (_recipe(_train(system="bn")), [], "field 'system': unknown vector system 'bn'"),
-        (_recipe(_train(model="vit_smal_patch16_224")), [], "field 'model': 'vit_smal_patch16_224' is not a timm"),
-        (_recipe(_train(schedule="cosin")), [], "field 'schedule': must be one of constant, cosine"),
+        (_recipe(_train(model="vit_smal_patch16_224")), [], "field 'model': unknown timm model 'vit_smal_patch16_224'"),
+        (_recipe(_train(schedule="cosin")), [], "field 'schedule' must be one of constant, cosine, wsd, got 'cosin'"),
+        # out of range or not allowed: the bounds and choices the command line declares
+        (_recipe(_train(epochs=0)), [], "t.yaml: step 1 (train), field 'epochs' must be >= 1, got 0"),
+        (_recipe(_train(hflip=1.5)), [], "field 'hflip' must be <= 1.0, got 1.5"),
+        (_recipe(_train(mixup=-0.2)), [], "field 'mixup' must be >= 0.0, got -0.2"),
+        (_recipe(_train(precision="fp8")), [], "field 'precision' must be one of no, fp16, bf16, got 'fp8'"),
+        (_recipe({"snap": {"means": "m.h5", "out": "s.h5", "method": "best"}}), [], "field 'method' must be one of"),
+        (_recipe({"evaluate": {"run_dir": "r", "batch_size": 0}}), [], "(evaluate), field 'batch_size' must be >= 1"),
+        (_recipe({"extract": {"out": "m.h5", "mean": "0.5,0.5,0.5"}}), [], "field 'mean' must be a list of numbers"),
+        (_recipe(_train()), ["train.epochs=0"], "--set train.epochs=0: step 1 (train), field 'epochs' must be >= 1"),
+        # a report tabulates the evaluate steps before it, one centers label each
+        (_recipe(_train(), {"report": {"out": "o"}}), [], "step 2 (report): no evaluate step before it"),
+        (
+            _recipe(_train(), {"evaluate": {"run_dir": "r"}}, {"report": {"out": "o", "centers": ["a", "b"]}}),
+            [],
+            "t.yaml: step 3 (report), field 'centers': 2 labels for the 1 evaluate steps before it",
+        ),
         (_recipe(_train(), speed=1), [], "t.yaml: unknown key 'speed'"),
         (_recipe(), [], "t.yaml: 'steps' must be a non-empty list"),
         (_recipe(_train(), _train()), ["train.epochs"], "--set train.epochs: expected TYPE.FIELD=VALUE"),
@@ -124,7 +146,7 @@ def _train(**fields):
         (_recipe(_train()), ["3.lr=1"], "--set 3.lr=1: t.yaml has steps 1 to 1"),
         (_recipe(_train()), ["trian.lr=1"], "'trian' (did you mean 'train'?) is not a step type"),
         (_recipe(_train()), ["vars.data=/x"], "--set vars.data=/x: t.yaml declares no var 'data'"),
-        (_recipe(_train()), ["train.epochs=ten"], "--set train.epochs=ten: step 1 (train), field 'epochs': must be"),
+        (_recipe(_train()), ["train.epochs=ten"], "--set train.epochs=ten: step 1 (train), field 'epochs' must be"),
         (_recipe(_train()), ["train.epoch=2"], "--set train.epoch=2: step 1 (train): unknown field 'epoch'"),
     ],
 )
@@ -171,6 +193,59 @@ def test_overrides_and_vars_land_where_they_say():
     assert (a.batch_size, b.batch_size, a.lr, b.lr) == (8, 8, 1e-4, 1e-5)  # train.* hits both, 2.* only step 2
     assert recipe.overrides == ("vars.n=5", "vars.root=/mnt", "train.batch_size=8", "2.lr=1e-5")
     assert recipe.steps[1].given == ("out", "aug", "batch_size", "lr")
+
+
+def test_recipe_and_command_line_build_the_same_config_from_the_same_declarations():
+    """Conversions declared once: --system-seed -1 and a recipe's seed_system: -1 both mean unshuffled; a Path
+    option and a recipe's text become the same str field; a repeatable option and a YAML list the same tuple."""
+    from lscdistill.cli._common import config_from_options
+
+    recipe = parse_recipe(_recipe(_train(seed_system=-1, centers="c.h5", model_kwargs=["a=1"], lr="1e-3")), "t.yaml")
+    options = {"out": Path("r"), "seed_system": -1, "centers": Path("c.h5"), "model_kwargs": ["a=1"], "lr": 1e-3}
+    cli = config_from_options(STEP_TYPES["train"].config, options)
+    assert recipe.steps[0].config == cli
+    assert (cli.seed_system, cli.centers, cli.model_kwargs, cli.lr) == (None, "c.h5", ("a=1",), 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--out", "r", "--data", "digits", "--loss", "cosine"], "error: --loss: unknown loss 'cosine'"),
+        (["train", "--out", "r", "--data", "digits", "--schedule", "cosin"], "error: --schedule must be one of"),
+        (["snap", "m.h5", "--out", "s.h5", "--reduce", "pcaa"], "error: --reduce must be one of none, pca, got"),
+        (["evaluate", "run", "--data", "digits", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+    ],
+)
+def test_command_line_checks_the_declared_choices_before_anything_runs(tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code in (1, 2) and expected in result.output, result.output
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_demo_options_set_the_demo_recipes_vars():
+    """`lscdistill demo`'s options are the demo recipe's vars, each landing in the steps it names."""
+    from lscdistill.demo import DemoConfig, demo_recipe
+
+    demo = load_recipe(ROOT / "recipes" / "demo.yaml")
+    assert list(demo.vars) == [f.name for f in dataclasses.fields(DemoConfig)]
+    cfg = DemoConfig(out=Path("a b: c"), epochs=2, lr=1e-3, dim=5, seed=3, aug="light", pictures=False, quiet=True)
+    recipe = demo_recipe(cfg)
+    assert [s.kind for s in recipe.steps] == ["train", "extract", "snap", *["train"] * 3, *["evaluate"] * 4, "report"]
+    trains = [s.config for s in recipe.steps if s.kind == "train"]
+    assert [str(t.out) for t in trains] == [
+        f"a b: c/runs/{n}" for n in ("teacher", "student-means", "student-snapped", "student-anr")
+    ]
+    assert {(t.epochs, t.lr, t.seed, t.aug, t.quiet) for t in trains} == {(2, 1e-3, 3, "light", True)}
+    assert [t.objective for t in trains] == ["ce", "lsc", "lsc", "lsc"]
+    assert [t.centers for t in trains] == [None, "a b: c/stores/teacher-means.h5", "a b: c/stores/snapped.h5", None]
+    assert (trains[3].dim, trains[3].seed_system, recipe.steps[2].config.seed_system) == (5, 3, 3)
+    report = recipe.steps[-1].config
+    assert (str(report.out), report.pictures, report.seed, len(report.centers)) == ("a b: c", False, 3, 4)
+    with pytest.raises(ValueError, match="declares no var 'epoch'"):
+        load_recipe(ROOT / "recipes" / "demo.yaml", variables={"epoch": 2})
+    with pytest.raises(ValueError, match="field 'epochs' must be >= 1, got 0"):
+        load_recipe(ROOT / "recipes" / "demo.yaml", variables={"epochs": 0})
 
 
 def test_missing_inputs_are_found_before_anything_runs(tmp_path):
@@ -223,7 +298,7 @@ def test_recipe_runs_the_pipeline_and_saves_itself_with_every_output(tmp_path, m
     saved = yaml.safe_load(copies[2].read_text())
     assert all(yaml.safe_load(c.read_text()) == saved for c in copies)
     train = saved["steps"][2]["train"]
-    assert set(train) == {f.name for f in dataclasses.fields(STEP_CONFIGS["train"])}  # every field, defaults too
+    assert set(train) == {f.name for f in dataclasses.fields(STEP_TYPES["train"].config)}  # every field, defaults too
     assert (train["epochs"], train["seed"], train["out"], train["weight_decay"]) == (1, 3, "runs/mlp", 1e-5)
     assert saved["resolved"]["overrides"] == ["vars.epochs=1", "train.seed=3"]
     assert json.loads((run / "config.json").read_text())["epochs"] == 1

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..options import WORKERS_HELP
+from ..options import WORKERS_HELP, check_value, flag_name
 
 __all__ = [
     "JsonOpt",
@@ -108,7 +108,8 @@ def _parameters(config: type) -> list[inspect.Parameter]:
 
 def config_from_options(config: type, values: dict[str, Any], converters: dict[str, Callable] | None = None) -> Any:
     """The config dataclass from parsed option values, each converted as its field declares (or as ``converters``
-    says: command-line syntax such as ``--shard I/N`` that the library does not know)."""
+    says: command-line syntax such as ``--shard I/N`` that the library does not know), then checked against its
+    declared allowed values (a ValueError naming the flag: one line, exit 1), as recipes check them."""
     kwargs, converters = {}, converters or {}
     for f in dataclasses.fields(config):
         if f.name not in values:
@@ -120,6 +121,8 @@ def config_from_options(config: type, values: dict[str, Any], converters: dict[s
             value = cli.to_config(value)
         elif cli is not None and _repeatable(cli.cli_type):
             value = tuple(value or ())
+        if cli is not None:
+            check_value(f, value, flag_name(f))
         kwargs[f.name] = value
     return config(**kwargs)
 

@@ -1,11 +1,9 @@
-"""``lscdistill run``: a recipe (YAML) of extract / snap / train / evaluate / demo steps."""
+"""``lscdistill run``: a recipe (YAML) of extract / snap / train / evaluate / report steps."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +12,7 @@ import typer
 from ..progress import is_main_process
 from ._common import JsonOpt, err_console, handle_errors, out_console
 
-__all__ = ["field_docs", "fields_markdown", "run_command"]
+__all__ = ["fields_markdown", "run_command", "update_fields_docs"]
 
 
 @handle_errors
@@ -45,10 +43,11 @@ def run_command(
     """Run a recipe: its steps in order, every field checked before anything starts.
 
     The resolved recipe (all fields, vars substituted) is saved with each output: RUN_DIR/recipe.yaml for a
-    train run or demo folder, STORE.h5.recipe.yaml beside a store. Relative paths are relative to the current
+    train run or report folder, STORE.h5.recipe.yaml beside a store. Relative paths are relative to the current
     directory. Multi-GPU: `accelerate launch -m lscdistill run RECIPE` (every step is distributed-aware).
     """
-    from ..recipes import check_inputs, find_recipe, list_recipes, load_recipe, run_recipe
+    from ..recipes import find_recipe, list_recipes, load_recipe
+    from ..steps import check_inputs, run_recipe
 
     if fields:
         typer.echo(fields_markdown(), nl=False)
@@ -119,7 +118,8 @@ def _print_list(paths: list[Path], as_json: bool) -> None:
 
 
 def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
-    from ..recipes import format_scalar, recipe_copy_path
+    from ..options import declared_fields, format_scalar
+    from ..steps import recipe_copy_path
 
     if as_json:
         typer.echo(json.dumps({"recipe": recipe.to_dict(), "missing_inputs": problems}))
@@ -137,7 +137,7 @@ def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
         for name in step.given:
             table.add_row(name, escape(format_scalar(getattr(step.config, name))))
         show(table)
-        rest = len(dataclasses.fields(step.config)) - len(step.given)
+        rest = len(declared_fields(type(step.config))) - len(step.given)
         copy = recipe_copy_path(step)
         notes = [f"+ {rest} fields at their defaults"] if rest else []
         notes += [f"resolved recipe -> {copy}"] if copy is not None else []
@@ -149,92 +149,13 @@ def _print_plan(recipe: Any, problems: list[str], as_json: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ field docs
-#: meanings where the CLI help describes a flag's own syntax (``--shard I/N``) or no text exists anywhere
-_YAML_DOCS = {
-    ("extract", "mean"): "Normalization mean per channel, e.g. [0.485, 0.456, 0.406] (default: the model's).",
-    ("extract", "std"): "Normalization std per channel, e.g. [0.229, 0.224, 0.225] (default: the model's).",
-    ("extract", "shard"): "Process only shard [i, n] of the samples (then merge the partial stores).",
-    ("train", "seed_system"): "Shuffle key of the system (A_nr); null: the unshuffled A_n order.",
-    ("evaluate", "batch_size"): "Samples per batch.",
-}
-
-
-def _commands() -> dict[str, Any]:
-    from .demo import demo_command
-    from .extract import extract_command
-    from .snap import snap_command
-    from .train import evaluate_command, train_command
-
-    return {
-        "extract": extract_command,
-        "snap": snap_command,
-        "train": train_command,
-        "evaluate": evaluate_command,
-        "demo": demo_command,
-    }
-
-
-def _source_comments(cls: type) -> dict[str, str]:
-    """``name: type = default  # comment`` lines of a dataclass body: {name: comment}."""
-    import inspect
-
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
-        if m:
-            comments[m.group(1)] = m.group(2).strip()
-    return comments
-
-
-def _cli_help(command: Any) -> dict[str, str]:
-    hints = typing.get_type_hints(command, include_extras=True)
-    docs = {}
-    for name, hint in hints.items():
-        for meta in getattr(hint, "__metadata__", ()):
-            text = getattr(meta, "help", None)
-            if text:
-                docs[name] = " ".join(text.split())
-    return docs
-
-
-def field_docs(kind: str) -> dict[str, str]:
-    """Meaning of every field of a step type: the help declared on the field, else the help of the CLI flag that
-    sets it, else the comment beside the dataclass field. Flags that are fields too (``--val-data``) are written
-    as fields (``val_data``)."""
-    from ..recipes import STEP_CONFIGS
-
-    cls = STEP_CONFIGS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    comments, helps = _source_comments(cls), _cli_help(_commands()[kind])
-
-    def as_field(m: re.Match) -> str:
-        name = m.group(1).replace("-", "_")
-        return f"`{name}`" if name in names else m.group(0)
-
-    docs = {}
-    for f in dataclasses.fields(cls):
-        declared = f.metadata.get("cli")  # lscdistill.options.opt: the help declared on the field itself
-        text = _YAML_DOCS.get((kind, f.name)) or (declared and declared.help) or helps.get(f.name)
-        text = text or comments.get(f.name, "")
-        docs[f.name] = re.sub(r"--([a-z][a-z0-9-]*)", as_field, text)
-    return docs
-
-
 def fields_markdown() -> str:
-    """One Markdown table per step type: field, type, default, meaning (the block in docs/recipes.md)."""
-    from ..recipes import STEP_CONFIGS, format_scalar
+    """One Markdown table per step type (field, type, default, meaning), from the fields' declarations: the
+    generated block of docs/recipes.md."""
+    from ..options import fields_markdown as tables
+    from ..steps import STEP_TYPES
 
-    parts = []
-    for kind, cls in STEP_CONFIGS.items():
-        docs = field_docs(kind)
-        lines = [f"### `{kind}` ({cls.__name__})", "", "| field | type | default | meaning |", "|---|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            default = "**required**" if f.default is dataclasses.MISSING else f"`{format_scalar(f.default)}`"
-            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            type_name, meaning = (text.replace("|", "\\|") for text in (type_name, docs[f.name]))
-            lines.append(f"| `{f.name}` | `{type_name}` | {default} | {meaning} |")
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
+    return tables((kind, step.config) for kind, step in STEP_TYPES.items())
 
 
 def update_fields_docs(path: str | Path = "docs/recipes.md") -> None:

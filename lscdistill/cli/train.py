@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from ..evaluate import EvalConfig
 from ..progress import is_main_process
 from ..train import TrainConfig
 from ._common import JsonOpt, Workers, config_command, err_console, handle_errors, out_console
@@ -55,62 +55,24 @@ def train_command(cfg: TrainConfig) -> None:
     typer.echo(str(result.run_dir))
 
 
-@handle_errors
-def evaluate_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished `lscdistill train` run directory.")],
-    data: Data = None,
-    features: Features = None,
-    labels: Labels = None,
-    unseen_data: Annotated[
-        str | None,
-        typer.Option("--unseen-data", help="Samples of classes the run never saw (as --data): open-set metrics."),
-    ] = None,
-    unseen_features: Annotated[
-        str | None, typer.Option("--unseen-features", help="Unseen-class features (as --features; no labels).")
-    ] = None,
-    calibrate: Annotated[
-        bool,
-        typer.Option("--calibrate", help="Store a new new-class threshold from this known-class data (openset.json)."),
-    ] = False,
-    accept: Annotated[
-        float | None,
-        typer.Option("--accept", help="With --calibrate: share of known samples to accept, in (0, 1) [default: 0.95]."),
-    ] = None,
-    score: Annotated[
-        str | None,
-        typer.Option(
-            "--score", help="With --calibrate: cosine (default), margin, fast_cosine, unassigned; softmax for CE."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 256,
-    workers: Workers = None,
-    cpu: Cpu = False,
-    instance_labels: Annotated[
-        bool,
-        typer.Option(
-            "--instance-labels", help="Every sample its own class, in data order (for runs trained that way)."
-        ),
-    ] = False,
-    json_: JsonOpt = False,
-) -> None:
+@config_command(EvalConfig)
+def evaluate_command(cfg: EvalConfig, json_: JsonOpt = False) -> None:
     """Accuracy of a run: top-1 by exact decoding (nearest assigned center) and by fast O(n_dim) decoding,
     their agreement, unassigned-vector flags, and top-5 where cheap (<= 10,000 classes). With --unseen-data: AUROC,
     FPR at 95% TPR and flag rates on known and unseen samples of each open-set score. With --calibrate: a new
     threshold for `predict`'s new_class, accepting --accept of this data."""
-    from ..evaluate import EvalConfig, run_evaluate
+    from ..evaluate import run_evaluate
 
-    cfg = EvalConfig(run_dir, data, features, labels, batch_size, cpu, instance_labels, workers)
-    cfg = replace(cfg, unseen_data=unseen_data, unseen_features=unseen_features, calibrate=calibrate)
-    result = run_evaluate(replace(cfg, accept=accept, score=score))
+    result = run_evaluate(cfg)
     if not is_main_process():
         return
     if json_:
         typer.echo(json.dumps(result, indent=2))
         return
-    _print_table(run_dir, result)
-    if unseen_data is not None or unseen_features is not None:
-        if result["open_set"]["calibration"] is None and not calibrate:
-            err_console.print(f"note: no calibrated flag rates: {escape(_no_calibration(run_dir))}", soft_wrap=True)
+    _print_table(cfg.run_dir, result)
+    if cfg.unseen_data is not None or cfg.unseen_features is not None:
+        if result["open_set"]["calibration"] is None and not cfg.calibrate:
+            err_console.print(f"note: no calibrated flag rates: {escape(_no_calibration(cfg.run_dir))}", soft_wrap=True)
 
 
 def _print_table(run_dir: Path, result: dict) -> None:
@@ -168,9 +130,9 @@ def predict_command(
     """Predict a label per sample: columns index, label (exact), score (cosine, or softmax for CE); for centers
     with fast decoding fast_label and unassigned (the fast decoder's nearest vector belongs to no class); with the
     run's calibration (openset.json) open_score and new_class (open_score below the calibrated threshold)."""
-    from ..evaluate import EvalConfig, run_predict
+    from ..evaluate import run_predict
 
-    cfg = EvalConfig(run_dir, data, features, labels, batch_size, cpu, workers=workers)
+    cfg = EvalConfig(run_dir, data, features, labels, batch_size=batch_size, cpu=cpu, workers=workers)
     result = run_predict(cfg, out, overwrite, require_calibration)
     err_console.print(f"{result['samples']:,} predictions ({', '.join(result['columns'])})", highlight=False)
     if result["calibration"] is None:

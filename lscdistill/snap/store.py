@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..options import negative_is_none, opt
+from ..options import negative_is_none, one_of, opt, vector_system
 from ..planner import fit_message
 from ..stores import Store, StoreError, StoreWriter, check_output_path, open_store
 from ..stores.writer import BLOCK_ROWS
@@ -33,7 +33,7 @@ class SnapConfig:
 
     means: Path = opt(MISSING, "Class-means store (kind 'means', from extract or merge).", argument=True)  # noqa: RUF009
     out: Path = opt(MISSING, "Snapped store to write (HDF5).", "--out", "-o")  # noqa: RUF009
-    system: str = opt("an", "Vector system: an, anp, v21, v22, planar.", "--system", "-s")
+    system: str = opt("an", "Vector system: an, anp, v21, v22, planar.", "--system", "-s", check=vector_system)
     seed_system: int | None = opt(
         None,
         "Shuffle key of the system (A_nr: a seeded order of the same vectors), as train's --system-seed; "
@@ -44,10 +44,13 @@ class SnapConfig:
     interpolations: int = opt(0, "Interpolation levels (an: 0 or 1).", "--interpolations", "-k", min=0)
     projection: str | None = opt(None, "drop_last (an default) or orthonormal.")
     dim: int | None = opt(None, "Target n_dim (default: the store's); needs --reduce.", min=1)
-    reduce: str = opt("none", "none, or pca: reduce the means to --dim first (fitted on the means).")
+    reduce: str = opt(
+        "none", "none, or pca: reduce the means to --dim first (fitted on the means).", check=one_of("none", "pca")
+    )
     method: str = opt(
         "auto",
         "auto (exact unless over 200,000 classes compete for the same vectors), exact (proven optimum) or greedy.",
+        check=one_of(*METHODS),
     )
     allow_empty: bool = opt(False, "Give classes with count 0 unused vectors instead of refusing.")
     overwrite: bool = opt(False, "Replace an existing output store.")

@@ -13,8 +13,19 @@ from typing import Any
 from ..data import Augment
 from ..losses import RADIUS_FRACTION
 from ..mixup import CenterMixup
-from ..options import as_str, model_kwargs_option, negative_is_none, opt, workers_option
+from ..options import (
+    as_str,
+    loss_name,
+    model_kwargs_option,
+    negative_is_none,
+    one_of,
+    opt,
+    timm_model,
+    vector_system,
+    workers_option,
+)
 from ..rundir import CONFIG
+from ..runtime import PRECISIONS
 from .schedule import SCHEDULES
 
 __all__ = ["DEFAULT_LR", "DEFAULT_SCHEDULE", "OBJECTIVES", "TrainConfig", "TrainResult", "resolve_defaults"]
@@ -43,7 +54,9 @@ class TrainConfig:
     """Everything ``lscdistill train`` needs; every field is a command-line option (its help is declared here)."""
 
     out: Path = opt(MISSING, "Run directory to create (or continue with --resume).", "--out", "-o")  # noqa: RUF009
-    model: str | None = opt(None, "timm model name (default for --features: a small MLP).", "--model", "-m")
+    model: str | None = opt(
+        None, "timm model name (default for --features: a small MLP).", "--model", "-m", check=timm_model
+    )
     model_kwargs: tuple[str, ...] = model_kwargs_option()
     data: str | None = opt(
         None,
@@ -55,11 +68,13 @@ class TrainConfig:
     val_data: str | None = opt(None, "Validation images, e.g. digits:val.")
     val_features: str | None = opt(None, "Validation features.")
     val_labels: str | None = opt(None, "Validation labels .npy.")
-    objective: str = opt("lsc", "lsc: toward fixed centers; ce: linear head + cross-entropy.")
+    objective: str = opt(
+        "lsc", "lsc: toward fixed centers; ce: linear head + cross-entropy.", check=one_of(*OBJECTIVES)
+    )
     centers: str | None = opt(
         None, "Centers store (class means from extract, or snapped).", cli_type=Path | None, to_config=as_str
     )
-    system: str = opt("an", "Generated centers when no --centers: an, anp, v21...")
+    system: str = opt("an", "Generated centers when no --centers: an, anp, v21...", check=vector_system)
     seed_system: int | None = opt(
         0, "Shuffle key of the system (A_nr); -1: unshuffled.", "--system-seed", to_config=negative_is_none
     )
@@ -81,7 +96,7 @@ class TrainConfig:
     hidden: int = opt(256, "MLP width for --features.", min=1)
     n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
     instance_labels: bool = opt(False, "Every sample is its own class (paper §5.3).")
-    loss: str = opt("cos", "cos (eq. 11), dist (eqs. 6-7) or cos+dist.")
+    loss: str = opt("cos", "cos (eq. 11), dist (eqs. 6-7) or cos+dist.", check=loss_name)
     radius: float | None = opt(
         None,
         "Cluster radius r_c of eq. 7 (dist losses), in the centers' units; default: --radius-fraction of half the "
@@ -98,12 +113,13 @@ class TrainConfig:
         None,
         "After the warmup: constant, cosine (decay to 0 over all steps) or wsd (constant, then a cosine decay to 0 "
         "over the last 20% of the steps) (default: wsd for lsc, cosine for ce).",
+        check=one_of(*SCHEDULES),
     )
     warmup_steps: int | None = opt(None, "Linear warmup steps (default: 5% of all steps).", min=0)
     epochs: int = opt(10, "Passes over the training data.", "--epochs", "-e", min=1)
     batch_size: int = opt(64, "Samples per batch per process.", "--batch-size", "-b", min=1)
     grad_accum: int = opt(1, "Batches per optimizer step.", min=1)
-    precision: str = opt("no", "Mixed precision: no, fp16, bf16.")
+    precision: str = opt("no", "Mixed precision: no, fp16, bf16.", check=one_of(*PRECISIONS))
     compile: bool = opt(False, "torch.compile the model (Accelerate's inductor backend).")
     channels_last: bool = opt(False, "Channels-last memory format (faster convolutions on GPUs).")
     clip_grad: float | None = opt(
