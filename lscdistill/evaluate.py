@@ -40,7 +40,7 @@ from .openset import (
     open_set_report,
     save_calibration,
 )
-from .options import opt, workers_option
+from .options import DATA_HELP, FEATURES_HELP, LABELS_HELP, opt, workers_option
 from .rundir import load_run
 from .runtime import create_accelerator
 from .stores.writer import check_output_path
@@ -219,13 +219,9 @@ class EvalConfig:
     data fields, ``batch_size``, ``workers`` and ``cpu``."""
 
     run_dir: Path = opt(MISSING, "A finished `lscdistill train` run directory.", argument=True)  # noqa: RUF009
-    data: str | None = opt(
-        None,
-        "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
-        ".tar of one.",
-    )
-    features: str | None = opt(None, "Precomputed features X.npy or X.h5[:name].")
-    labels: str | None = opt(None, "Integer labels .npy for --features.")
+    data: str | None = opt(None, DATA_HELP)
+    features: str | None = opt(None, FEATURES_HELP)
+    labels: str | None = opt(None, LABELS_HELP)
     unseen_data: str | None = opt(None, "Samples of classes the run never saw (as --data): open-set metrics.")
     unseen_features: str | None = opt(None, "Unseen-class features (as --features; no labels).")
     calibrate: bool = opt(False, "Store a new new-class threshold from this known-class data (openset.json).")

@@ -91,6 +91,15 @@ def negative_is_none(value: int | None) -> int | None:
     return None if value is not None and value < 0 else value
 
 
+#: what --data, --features and --labels take, the same for every command that reads samples
+DATA_HELP = (
+    "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
+    ".tar of one."
+)
+FEATURES_HELP = "Precomputed features X.npy or X.h5[:name]."
+LABELS_HELP = "Integer labels .npy for --features."
+
+
 def workers_option() -> Any:
     """``--workers/-j``, the same for every command that reads data."""
     return opt(None, WORKERS_HELP, "--workers", "-j", min=0)

@@ -10,20 +10,14 @@ import typer
 from rich.markup import escape
 
 from ..evaluate import EvalConfig
+from ..options import DATA_HELP, FEATURES_HELP, LABELS_HELP
 from ..progress import is_main_process
 from ..train import TrainConfig
 from ._common import JsonOpt, Workers, config_command, err_console, handle_errors, out_console
 
-Data = Annotated[
-    str | None,
-    typer.Option(
-        "--data",
-        help="'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) "
-        "or a .tar of one.",
-    ),
-]
-Features = Annotated[str | None, typer.Option("--features", help="Precomputed features X.npy or X.h5[:name].")]
-Labels = Annotated[str | None, typer.Option("--labels", help="Integer labels .npy for --features.")]
+Data = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
+Features = Annotated[str | None, typer.Option("--features", help=FEATURES_HELP)]
+Labels = Annotated[str | None, typer.Option("--labels", help=LABELS_HELP)]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even if a GPU is present.")]
 
 

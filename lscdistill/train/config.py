@@ -14,6 +14,9 @@ from ..data import Augment
 from ..losses import RADIUS_FRACTION
 from ..mixup import CenterMixup
 from ..options import (
+    DATA_HELP,
+    FEATURES_HELP,
+    LABELS_HELP,
     as_str,
     loss_name,
     model_kwargs_option,
@@ -58,13 +61,9 @@ class TrainConfig:
         None, "timm model name (default for --features: a small MLP).", "--model", "-m", check=timm_model
     )
     model_kwargs: tuple[str, ...] = model_kwargs_option()
-    data: str | None = opt(
-        None,
-        "'digits', 'digits:train', 'digits:val' (fixed 80/20 split), an image folder (one sub-folder per class) or a "
-        ".tar of one.",
-    )
-    features: str | None = opt(None, "Precomputed features X.npy or X.h5[:name].")
-    labels: str | None = opt(None, "Integer labels .npy for --features.")
+    data: str | None = opt(None, DATA_HELP)
+    features: str | None = opt(None, FEATURES_HELP)
+    labels: str | None = opt(None, LABELS_HELP)
     val_data: str | None = opt(None, "Validation images, e.g. digits:val.")
     val_features: str | None = opt(None, "Validation features.")
     val_labels: str | None = opt(None, "Validation labels .npy.")
