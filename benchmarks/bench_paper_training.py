@@ -134,9 +134,9 @@ def train(out: Path, feats: Features | None, seed: int, epochs: int, **fields: A
     if feats is not None:
         paths = {"features": feats.train_x, "labels": feats.train_y}
         fields = paths | {"val_features": feats.val_x, "val_labels": feats.val_y} | fields
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()  # CPU time of every thread of this process
     result = run_train(TrainConfig(out=out, seed=seed, epochs=epochs, quiet=True, cpu=True, **fields))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [m["val_top1"] for m in lines if "val_top1" in m]
     loss = [[m["step"], m["loss"]] for m in lines if "loss" in m]
@@ -147,6 +147,7 @@ def train(out: Path, feats: Features | None, seed: int, epochs: int, **fields: A
         "steps_per_epoch": result.steps // epochs,
         "final": curve[-1],
         "train_s": seconds,
+        "train_cpu_s": cpu,
     }
 
 
@@ -306,6 +307,19 @@ def _rows(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any
             section.rows.append(row | {"seed": seed, **r, "note": note})
 
 
+def _timings(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any]]]) -> None:
+    """One note per experiment: its training runs' wall-clock and CPU seconds (the CPU time is what an idle
+    machine needs, whatever else ran beside it)."""
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for runs in cells.values():
+        for r in runs.values():
+            wall[r["experiment"]] = wall.get(r["experiment"], 0.0) + r["train_s"]
+            cpu[r["experiment"]] = cpu.get(r["experiment"], 0.0) + r["train_cpu_s"]
+    for name in wall:
+        section.notes.append(f"{name}: training runs {wall[name]:.0f} s wall, {cpu[name]:.0f} s CPU")
+
+
 # ------------------------------------------------------------------------------------------------------- run
 def run(cfg: Config, device: torch.device) -> Section:
     if device.type != "cpu":
@@ -336,6 +350,7 @@ def run(cfg: Config, device: torch.device) -> Section:
         _annotate(runs)
     _rows(section, cells)
     _headlines(section, cells)
+    _timings(section, cells)
     if cfg.img_dir:
         section.notes.append("figures: " + ", ".join(plot(cells, Path(__file__).resolve().parents[1] / cfg.img_dir)))
     section.notes.append(
