@@ -16,8 +16,12 @@ the paper's numbers.
   planar system under both readings of "cluster size halves"): :mod:`benchmarks.bench_paper_losses`.
 - **§6.5** (distillation into a smaller student of another architecture through class means):
   :mod:`benchmarks.bench_paper_distill`.
+- **Table 8** (training accuracy as n_classes grows with instance labels, past the root level into the
+  interpolated one): :mod:`benchmarks.bench_paper_instances`.
 
-``experiments`` (config) chooses which of ``table9 table10 table5 planar distill`` run.
+``experiments`` (config) chooses which of ``table9 table10 table5 planar distill table8`` run. Every experiment
+leaves a note with its wall-clock and CPU seconds (this process and its training subprocesses together): the CPU
+time, not the wall clock, says how long the group takes on an idle machine (about CPU / cores used).
 
     python -m benchmarks.bench_paper --worker '{"objective": "ce", "n_classes": 1000, ...}'   # one point (internal)
 """
@@ -38,10 +42,10 @@ from pathlib import Path
 
 import torch
 
-from . import bench_paper_distill, bench_paper_losses
+from . import bench_paper_distill, bench_paper_instances, bench_paper_losses
 from ._common import Section, headline
 
-EXPERIMENTS = ("table9", "table10", "table5", "planar", "distill")
+EXPERIMENTS = ("table9", "table10", "table5", "planar", "distill", "table8")
 
 PAPER_TABLE9 = {10: "22m", 1_000: "22m", 100_000: "22m", 1_000_000: "22m"}  # LSC ViT-S; CE: 22m + 384 n
 PAPER_TABLE10 = {1_000: 386, 10_000: 386, 100_000: 374, 1_000_000: 154, 10_000_000: None}  # CE ViT-B; LSC: 386
@@ -62,8 +66,9 @@ class Config:
     lsc_store_classes: tuple[int, ...] = (10_000_000,)  # centers from a means store (n x dim float32 on disk)
     max_batch: int = 2048
     tolerance: float = 0.05  # bisection stops when hi / lo <= 1 + tolerance
-    # which experiments run (table9, table10: here; table5, planar: bench_paper_losses; distill: bench_paper_distill)
-    experiments: tuple[str, ...] = ("table9", "table10", "table5", "planar", "distill")
+    # which experiments run (table9, table10: here; table5, planar: bench_paper_losses; distill: bench_paper_distill;
+    # table8: bench_paper_instances)
+    experiments: tuple[str, ...] = EXPERIMENTS
     seeds: tuple[int, ...] = (0, 1)  # of every training run of table5, planar and the distilled students
     threads: int = 1  # intra-op threads of each training process (OMP_NUM_THREADS)
     # Table 5 and §5.1: an MLP on MNIST pixels labelled by KMeans
@@ -81,6 +86,13 @@ class Config:
     distill_teacher: str = "resnet18"
     teacher_epochs: int = 5
     student_epochs: int = 30
+    # Table 8: MNIST images as their own classes, --aug light; A_31's 992 roots, then its interpolated level
+    instance_classes: tuple[int, ...] = (100, 500, 992, 2_000)
+    instance_dim: int = 31
+    instance_model: str = "test_resnet"
+    instance_img_size: int = 28
+    instance_epochs: int = 60
+    instance_png: str = "docs/img/paper-table8.png"  # empty: no picture
 
     @classmethod
     def quick(cls) -> Config:
@@ -99,6 +111,9 @@ class Config:
             planar_png="",
             teacher_epochs=2,
             student_epochs=10,
+            instance_classes=(100, 1_200),
+            instance_epochs=20,
+            instance_png="",
         )
 
 
@@ -295,15 +310,26 @@ def run(cfg: Config, device: torch.device) -> Section:
         raise ValueError(f"unknown paper experiment(s) {sorted(unknown)}; choose from {', '.join(EXPERIMENTS)}")
     section = Section(config=asdict(cfg))
     if "table9" in cfg.experiments:
-        table9(cfg, section)
+        _timed(section, "table9", table9, cfg, section)
     if "table10" in cfg.experiments:
-        table10(cfg, section)
+        _timed(section, "table10", table10, cfg, section)
     with tempfile.TemporaryDirectory() as tmp:
-        for experiment in (bench_paper_losses, bench_paper_distill):
-            start = time.perf_counter()
-            experiment.run(cfg, section, Path(tmp))
-            section.notes.append(f"{experiment.__name__}: {time.perf_counter() - start:.0f} s")
+        for experiment in (bench_paper_losses, bench_paper_distill, bench_paper_instances):
+            _timed(section, experiment.__name__, experiment.run, cfg, section, Path(tmp))
     return section
+
+
+def _timed(section: Section, name: str, fn, *args) -> None:
+    """``fn(*args)``, noting its wall-clock seconds and the CPU seconds of this process and its children."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    fn(*args)
+    section.notes.append(f"{name}: {time.perf_counter() - start:.0f} s wall, {_cpu_seconds() - cpu:.0f} s CPU")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (training and Table 10 workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:

@@ -73,6 +73,9 @@ class Config:
     image_epochs: int = 5
     limit_per_class: int | None = None  # at most this many training samples per class (smoke tests)
     img_dir: str | None = "docs/img"  # where the PNGs go (None: none drawn)
+    # intra-op threads of the runs (this process): these models are small, and more threads than free cores slow
+    # them many-fold on a shared machine (the quick gap's 14 runs: 486 s wall at 2 threads under load, 22 s CPU at 1)
+    threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # more TrainConfig fields for every run (sweeps)
 
     @classmethod
@@ -134,9 +137,9 @@ def train(out: Path, feats: Features | None, seed: int, epochs: int, **fields: A
     if feats is not None:
         paths = {"features": feats.train_x, "labels": feats.train_y}
         fields = paths | {"val_features": feats.val_x, "val_labels": feats.val_y} | fields
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()  # CPU time of every thread of this process
     result = run_train(TrainConfig(out=out, seed=seed, epochs=epochs, quiet=True, cpu=True, **fields))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [m["val_top1"] for m in lines if "val_top1" in m]
     loss = [[m["step"], m["loss"]] for m in lines if "loss" in m]
@@ -147,6 +150,7 @@ def train(out: Path, feats: Features | None, seed: int, epochs: int, **fields: A
         "steps_per_epoch": result.steps // epochs,
         "final": curve[-1],
         "train_s": seconds,
+        "train_cpu_s": cpu,
     }
 
 
@@ -306,6 +310,19 @@ def _rows(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any
             section.rows.append(row | {"seed": seed, **r, "note": note})
 
 
+def _timings(section: Section, cells: dict[tuple[str, int], dict[str, dict[str, Any]]]) -> None:
+    """One note per experiment: its training runs' wall-clock and CPU seconds (the CPU time is what an idle
+    machine needs, whatever else ran beside it)."""
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for runs in cells.values():
+        for r in runs.values():
+            wall[r["experiment"]] = wall.get(r["experiment"], 0.0) + r["train_s"]
+            cpu[r["experiment"]] = cpu.get(r["experiment"], 0.0) + r["train_cpu_s"]
+    for name in wall:
+        section.notes.append(f"{name}: training runs {wall[name]:.0f} s wall, {cpu[name]:.0f} s CPU")
+
+
 # ------------------------------------------------------------------------------------------------------- run
 def run(cfg: Config, device: torch.device) -> Section:
     if device.type != "cpu":
@@ -314,6 +331,30 @@ def run(cfg: Config, device: torch.device) -> Section:
     if unknown:
         raise ValueError(f"unknown experiment(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
     section = Section(config={"device": device.type, **cfg.__dict__})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        cells = _cells(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    for runs in cells.values():
+        _annotate(runs)
+    _rows(section, cells)
+    _headlines(section, cells)
+    _timings(section, cells)
+    if cfg.img_dir:
+        section.notes.append("figures: " + ", ".join(plot(cells, Path(__file__).resolve().parents[1] / cfg.img_dir)))
+    section.notes.append(
+        f"features runs: the default MLP on pixels, {cfg.epochs} epochs, CLI defaults unless the method says; "
+        f"table6: {cfg.image_model} at {cfg.image_size} px on digit images, {cfg.image_epochs} epochs; "
+        f"target = {TARGET_SHARE:.0%} of the CE teacher's final val top-1 of the same data set and seed; "
+        f"{cfg.threads} thread(s)"
+    )
+    return section
+
+
+def _cells(cfg: Config) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """Every run of the group, by (data set, seed): the features experiments and Table 6's image runs."""
     cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="lscdistill-paper-") as tmp:
         root = Path(tmp)
@@ -332,15 +373,4 @@ def run(cfg: Config, device: torch.device) -> Section:
                 cells["digits-images", seed] = {
                     k: v | {"n_classes": 10} for k, v in _image_cell(cfg, seed, work).items()
                 }
-    for runs in cells.values():
-        _annotate(runs)
-    _rows(section, cells)
-    _headlines(section, cells)
-    if cfg.img_dir:
-        section.notes.append("figures: " + ", ".join(plot(cells, Path(__file__).resolve().parents[1] / cfg.img_dir)))
-    section.notes.append(
-        f"features runs: the default MLP on pixels, {cfg.epochs} epochs, CLI defaults unless the method says; "
-        f"table6: {cfg.image_model} at {cfg.image_size} px on digit images, {cfg.image_epochs} epochs; "
-        f"target = {TARGET_SHARE:.0%} of the CE teacher's final val top-1 of the same data set and seed"
-    )
-    return section
+    return cells

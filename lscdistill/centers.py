@@ -17,7 +17,7 @@ import torch
 
 from .decode import exact_nearest
 from .planner import fit_message
-from .systems import create_system
+from .systems import system_from_description
 from .systems.base import VectorSystem, cached, mark_degenerate, unit_rows
 
 __all__ = [
@@ -261,8 +261,7 @@ def load_system(store) -> VectorSystem:
 
     if store.kind != "snapped" or "system" not in store.attrs:
         raise StoreError(f"{store.path}: not a snapped store with a 'system' attribute")
-    spec = json.loads(store.attrs["system"])
-    return create_system(spec.pop("name"), spec.pop("n_dim"), **spec)
+    return system_from_description(json.loads(store.attrs["system"]))
 
 
 class SnappedCenters(StoreCenters):

@@ -245,7 +245,7 @@ def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
 
 
 def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path):
-    """Table 5, the planar readings and §6.5 at a tiny size (12 KMeans classes on 500 MNIST images, one epoch):
+    """Table 5, the planar system and §6.5 at a tiny size (12 KMeans classes on 500 MNIST images, one epoch):
     every cell trains through the CLI, is scored in eval mode, and the planar picture is written."""
     png = tmp_path / "planar.png"
     tiny = {"experiments": ("table5", "planar", "distill"), "seeds": (0,), "kmeans_classes": 12, "samples": 500}
@@ -265,7 +265,6 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path)
     assert cells == {
         ("table5 mlp dim 9, defaults optimizer", "cos"),
         ("table5 mlp dim 9, defaults optimizer", "dist"),
-        ("planar dim 2, dist, clip-grad 1.0", "per-level"),
         ("planar dim 2, dist, clip-grad 1.0", "all"),
         ("distill teacher", "test_vit ce"),
         *(("distill student mlp", m) for m in ("means", "ce", "A_nr")),
@@ -273,9 +272,56 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path)
     for r in rows:
         assert 0.0 <= r["val_top1"] <= 1.0 and r["seconds"] > 0
     planar = {r["method"]: r["r_c"] for r in rows if r["case"].startswith("planar")}
-    assert planar["all"] == [1 / 32] and planar["per-level"] == [0.25, 0.5, 1.0]
+    assert planar == {"all": [1 / 32]}  # the library's planar default: every cluster halved at every doubling
     params = {r["method"]: r["params"] for r in rows if r["case"] == "distill student mlp"}
     # the MLP's 256 -> 64 projection to test_vit's means vs its 10-class head; A_nr projects to 512
     assert params["means"] - params["ce"] == 256 * 64 + 64 - (256 * 10 + 10)
     assert params["A_nr"] - params["means"] == 256 * (512 - 64) + (512 - 64)
+    assert png.stat().st_size > 10_000
+
+
+def test_mnist_singles_are_the_images_themselves_and_views_come_in_the_same_order(tmp_path):
+    """Table 8's data: ``train/`` holds the chosen MNIST images unchanged (equally many of each digit), ``views/``
+    one distortion of each under the same name, so ``--instance-labels`` numbers both folders alike."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.realdata import mnist_arrays, prepare
+
+    split = prepare("mnist-singles", tmp_path, n_images=30)
+    train, views = sorted(Path(split.train).rglob("*.png")), sorted(Path(split.val).rglob("*.png"))
+    assert split.n_classes == 30 and len(train) == 30
+    assert [p.relative_to(split.train) for p in train] == [p.relative_to(split.val) for p in views]
+    x, y = mnist_arrays()
+    for path in train:
+        index = int(path.stem)
+        assert y[index] == int(path.parent.name)
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), x[index])
+    assert sorted(int(p.parent.name) for p in train) == sorted(list(range(10)) * 3)
+    moved = [not np.array_equal(np.asarray(Image.open(v)), x[int(v.stem)]) for v in views]
+    assert sum(moved) >= 28  # a random affine view (rarely the identity on an 8-bit image)
+
+
+def test_paper_table8_trains_with_instance_labels_past_the_root_level(tmp_path):
+    """Table 8 at a tiny size: A_4 has 20 roots, so 12 classes train on roots and 30 on the interpolated level;
+    every run is scored with instance labels on its training images and their unseen views."""
+    png = tmp_path / "table8.png"
+    tiny = {"experiments": ("table8",), "seeds": (0,), "instance_classes": (12, 30), "instance_dim": 4}
+    tiny |= {"instance_epochs": 1, "instance_img_size": 16, "instance_png": str(png)}
+    payload = run_suite(
+        ("paper",),
+        device="cpu",
+        overrides={"paper": tiny},
+        out_dir=tmp_path,
+        plot=False,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    rows = {r["n_classes"]: r for r in payload["benchmarks"]["paper"]["rows"]}
+    assert set(rows) == {12, 30}
+    assert (rows[12]["interpolations"], rows[30]["interpolations"]) == (0, 1) and rows[12]["roots"] == 20
+    assert rows[30]["method"] == "A_nr + 1 interpolation"
+    for r in rows.values():
+        assert 0.0 <= r["train_top1"] <= 1.0 and 0.0 <= r["views_top1"] <= 1.0 and r["cpu_seconds"] > 0
+    notes = payload["benchmarks"]["paper"]["notes"]
+    assert any(n.startswith("benchmarks.bench_paper_instances:") and "s CPU" in n for n in notes)
     assert png.stat().st_size > 10_000

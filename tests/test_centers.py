@@ -131,9 +131,33 @@ def test_gather_validates_labels_and_scales_planar_centers():
         centers.gather(torch.tensor([-1]))
     planar = SystemCenters(create_system("planar", 2, interpolations=1, radius=5.0), 8)
     torch.testing.assert_close(planar.gather(torch.arange(8)).norm(dim=1), torch.full((8,), 5.0))
-    torch.testing.assert_close(
-        planar.cluster_radius(torch.tensor([0, 4])), torch.tensor([1.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(  # every cluster halved by the one doubling (the default reading)
+        planar.cluster_radius(torch.tensor([0, 4])), torch.tensor([0.5, 0.5], dtype=torch.float64)
     )
+
+
+@pytest.mark.parametrize("written", ["all", "level", None])
+def test_snapped_store_rebuilds_planar_with_the_halving_it_was_written_with(tmp_path, written):
+    import json
+
+    from lscdistill.centers import SnappedCenters
+    from lscdistill.stores import StoreWriter, open_store
+
+    system = create_system("planar", 2, interpolations=2, halving=written or "level")
+    description = system.describe()
+    if written is None:  # a store written before the option existed
+        del description["halving"]
+    with StoreWriter(tmp_path / "s.h5", kind="snapped", n_classes=16, n_dim=2, provenance={"test": 1}) as w:
+        w.file.attrs["system"] = json.dumps(description)
+        w.write_rows(0, counts=torch.ones(16, dtype=torch.long), centers=system.materialize(), cosine=torch.ones(16))
+        w.write_rows(0, system_index=torch.arange(16))
+    with open_store(tmp_path / "s.h5") as store:
+        centers = SnappedCenters(store)
+        assert centers.system.describe()["halving"] == (written or "level")
+        expected = [0.25] * 4 if written == "all" else [1.0, 0.5, 0.25, 0.25]
+        torch.testing.assert_close(
+            centers.system.cluster_radius(torch.tensor([0, 4, 8, 15])), torch.tensor(expected, dtype=torch.float64)
+        )
 
 
 def test_too_many_classes_says_what_would_fit():

@@ -10,7 +10,7 @@ from conftest import brute_nearest, cosine_of, min_dim, naive_vectors
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lscdistill.systems import create_system, list_systems, system_size
+from lscdistill.systems import create_system, list_systems, system_from_description, system_size
 from lscdistill.systems.pattern import Family, helmert, helmert_t
 
 TABLE1 = {  # paper Table 1 and DESIGN §2 count formulas
@@ -110,13 +110,51 @@ def test_orthonormal_projection_keeps_every_angle_and_helmert_is_orthonormal():
     assert set(lifted.mul(math.sqrt(2)).round(decimals=9).unique().tolist()) == {-1.0, 0.0, 1.0}
 
 
-def test_planar_doubling_geometry_and_cluster_radius():
-    system = create_system("planar", 2, interpolations=3, radius=5.0)
+def _naive_planar_radii(doublings: int, halving: str, r_c: float = 1.0) -> list[float]:
+    """r_c of each class in index order, from the rule as the paper states it, level by level."""
+    radii = [r_c] * 4
+    for _ in range(doublings):
+        if halving == "all":  # every cluster halves, the new copies get the halved size too
+            radii = [r / 2 for r in radii]
+            radii += [radii[0]] * len(radii)
+        else:  # only the new copies get half the size of the previous level's
+            radii += [r_c / 2 ** (len(radii).bit_length() - 2)] * len(radii)
+    return radii
+
+
+@pytest.mark.parametrize("halving", ["all", "level"])
+def test_planar_doubling_geometry_and_cluster_radius(halving):
+    system = create_system("planar", 2, interpolations=3, radius=5.0, halving=halving)
     assert len(system) == 32 and system.level_sizes == (4, 4, 8, 16)
     torch.testing.assert_close(system.materialize(torch.float64), naive_vectors("planar", 2, interpolations=3))
     assert system.min_angle == pytest.approx(90 / 8)
-    r_c = system.cluster_radius(torch.tensor([0, 3, 4, 7, 8, 15, 16, 31]))
-    torch.testing.assert_close(r_c, torch.tensor([1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125], dtype=torch.float64))
+    r_c = system.cluster_radius(torch.arange(32))
+    torch.testing.assert_close(r_c, torch.tensor(_naive_planar_radii(3, halving), dtype=torch.float64))
+    expected = {"all": [0.125] * 8, "level": [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]}[halving]
+    picked = system.cluster_radius(torch.tensor([0, 3, 4, 7, 8, 15, 16, 31]))
+    torch.testing.assert_close(picked, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_planar_default_halves_every_cluster_so_no_zero_loss_ball_holds_another_center():
+    assert create_system("planar", 2, interpolations=5).describe()["halving"] == "all"
+    for halving, overlap in (("all", False), ("level", True)):
+        system = create_system("planar", 2, interpolations=5, radius=5.0, halving=halving)
+        centers = 5.0 * system.materialize(torch.float64)[:84]  # the paper's 84 classes (§5.1)
+        distance = torch.cdist(centers, centers).fill_diagonal_(math.inf)
+        inside = distance <= system.cluster_radius(torch.arange(84))[:, None]  # center j in class i's ball
+        assert bool(inside.any()) is overlap
+
+
+def test_planar_description_round_trips_and_old_descriptions_mean_per_level_halving():
+    for halving in ("all", "level"):
+        system = create_system("planar", 2, interpolations=2, seed=3, cluster_radius=0.5, halving=halving)
+        rebuilt = system_from_description(system.describe())
+        assert rebuilt.describe() == system.describe()
+        torch.testing.assert_close(rebuilt.cluster_radius(torch.arange(16)), system.cluster_radius(torch.arange(16)))
+    old = {"name": "planar", "n_dim": 2, "interpolations": 2, "radius": 5.0, "cluster_radius": 1.0}  # before halving
+    assert system_from_description(old).describe()["halving"] == "level"
+    an = create_system("an", 5, seed=1, interpolations=1)
+    assert system_from_description(an.describe()).describe() == an.describe()
 
 
 # ------------------------------------------------------------------------------------------------ nearest
@@ -271,6 +309,7 @@ def test_family_index_positions_round_trip_from_positions(coords):
         (lambda: create_system("an", 4, interpolations=2), "interpolations 0..1"),
         (lambda: create_system("v21", 8, projection="drop_last"), "supports projections native"),
         (lambda: create_system("planar", 3), "needs n_dim = 2"),
+        (lambda: create_system("planar", 2, halving="some"), "planar halving must be one of all, level"),
         (lambda: create_system("an", 4).vectors(torch.tensor([20])), r"index 20 is outside \[0, 20\)"),
         (lambda: create_system("an", 4).vectors(torch.tensor([0.5])), "integer tensor"),
         (lambda: create_system("an", 4).nearest(torch.randn(2, 5)), r"shape \[B, 4\]"),

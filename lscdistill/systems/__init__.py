@@ -7,7 +7,15 @@
 """
 
 from . import an, planar, vn  # noqa: F401  (register the systems)
-from ._registry import SystemSpec, create_system, get_spec, list_systems, register_system, system_size
+from ._registry import (
+    SystemSpec,
+    create_system,
+    get_spec,
+    list_systems,
+    register_system,
+    system_from_description,
+    system_size,
+)
 from .base import Candidates, VectorSystem
 from .keyed import KeyedPermutation
 from .pattern import PatternSystem
@@ -26,5 +34,6 @@ __all__ = [
     "get_spec",
     "list_systems",
     "register_system",
+    "system_from_description",
     "system_size",
 ]

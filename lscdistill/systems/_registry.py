@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .base import VectorSystem
 from .shuffled import ShuffledSystem
 
-__all__ = ["SystemSpec", "create_system", "get_spec", "list_systems", "register_system", "system_size"]
+__all__ = [
+    "SystemSpec",
+    "create_system",
+    "get_spec",
+    "list_systems",
+    "register_system",
+    "system_from_description",
+    "system_size",
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,8 @@ class SystemSpec:
     max_interpolations: int
     projections: tuple[str, ...]  # the first is the default
     description: str
+    #: options whose default changed: the value a stored description without the option was written with
+    legacy_options: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, SystemSpec] = {}
@@ -37,13 +48,16 @@ def register_system(
     description: str,
     max_interpolations: int = 0,
     max_dim: int | None = None,
+    legacy_options: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., VectorSystem]], Callable[..., VectorSystem]]:
     """Register ``build(n_dim, *, interpolations, projection, **kwargs) -> VectorSystem`` under ``name``."""
 
     def wrap(build: Callable[..., VectorSystem]) -> Callable[..., VectorSystem]:
         if name in _REGISTRY:
             raise ValueError(f"system {name!r} is already registered")
-        _REGISTRY[name] = SystemSpec(name, build, count, min_dim, max_dim, max_interpolations, projections, description)
+        _REGISTRY[name] = SystemSpec(
+            name, build, count, min_dim, max_dim, max_interpolations, projections, description, legacy_options or {}
+        )
         return build
 
     return wrap
@@ -112,3 +126,13 @@ def create_system(
         raise ValueError(f"system {name!r} supports projections {', '.join(spec.projections)}, got {projection!r}")
     system = spec.build(int(n_dim), interpolations=int(interpolations), projection=projection, **kwargs)
     return system if seed is None else ShuffledSystem(system, seed)
+
+
+def system_from_description(description: dict[str, Any]) -> VectorSystem:
+    """Rebuild a system from its :meth:`~lscdistill.systems.VectorSystem.describe` output (e.g. a snapped store's
+    ``system`` attribute). An option the description lacks takes the value it had when the description was written
+    (the system's ``legacy_options``: a ``planar`` description without ``halving`` means ``"level"``), not today's
+    default."""
+    options = dict(description)
+    name, n_dim = options.pop("name"), options.pop("n_dim")
+    return create_system(name, n_dim, **(get_spec(name).legacy_options | options))
