@@ -37,17 +37,19 @@ TRAIN_CHUNK_CACHE = 4 * 1024 * 1024  # bytes of HDF5 chunk cache for store-backe
 
 
 def create_centers(spec: dict[str, Any], n_classes: int) -> Centers:
-    """Centers from a description: ``{"type": "system", name, n_dim, seed, interpolations, projection}`` or
+    """Centers from a description: ``{"type": "system", name, n_dim, seed, interpolations, projection, options}`` or
     ``{"type": "store", "path": ...}``."""
     if spec["type"] == "system":
-        from .systems import create_system
+        from .systems import create_system, get_spec
 
+        options = spec.get("options", get_spec(spec["name"]).legacy_options)  # runs from before "options": old meaning
         system = create_system(
             spec["name"],
             spec["n_dim"],
             seed=spec.get("seed"),
             interpolations=spec.get("interpolations", 0),
             projection=spec.get("projection"),
+            **options,
         )
         return SystemCenters(system, n_classes)
     if spec["type"] == "store":

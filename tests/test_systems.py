@@ -356,3 +356,16 @@ def test_index_vector_round_trip_property(which, n, seed, frac):
     back, cos = system.nearest(v)
     assert torch.equal(back, i)
     torch.testing.assert_close(cos, torch.ones(2, dtype=torch.float64))
+
+
+def test_a_run_records_the_planar_reading_it_trained_with_and_old_runs_keep_theirs():
+    from lscdistill.rundir import create_centers
+    from lscdistill.systems import current_options
+
+    assert current_options("planar") == {"halving": "all"} and current_options("an") == {}
+    spec = {"type": "system", "name": "planar", "n_dim": 2, "seed": None, "interpolations": 2, "projection": None}
+    old = create_centers(spec, 16)  # a run written before "options" existed: per-level halving
+    new = create_centers(spec | {"options": current_options("planar")}, 16)
+    labels = torch.arange(16)
+    assert old.system.describe()["halving"] == "level" and new.system.describe()["halving"] == "all"
+    assert not torch.equal(old.cluster_radius(labels), new.cluster_radius(labels))

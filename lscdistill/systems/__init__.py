@@ -10,6 +10,7 @@ from . import an, planar, vn  # noqa: F401  (register the systems)
 from ._registry import (
     SystemSpec,
     create_system,
+    current_options,
     get_spec,
     list_systems,
     register_system,
@@ -31,6 +32,7 @@ __all__ = [
     "SystemSpec",
     "VectorSystem",
     "create_system",
+    "current_options",
     "get_spec",
     "list_systems",
     "register_system",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from .shuffled import ShuffledSystem
 __all__ = [
     "SystemSpec",
     "create_system",
+    "current_options",
     "get_spec",
     "list_systems",
     "register_system",
@@ -126,6 +128,14 @@ def create_system(
         raise ValueError(f"system {name!r} supports projections {', '.join(spec.projections)}, got {projection!r}")
     system = spec.build(int(n_dim), interpolations=int(interpolations), projection=projection, **kwargs)
     return system if seed is None else ShuffledSystem(system, seed)
+
+
+def current_options(name: str) -> dict[str, Any]:
+    """Today's defaults of the options whose meaning changed (the keys of the system's ``legacy_options``), to record
+    beside a generated system so that a later default cannot change what a run was trained with."""
+    spec = get_spec(name)
+    params = inspect.signature(spec.build).parameters
+    return {key: params[key].default for key in spec.legacy_options}
 
 
 def system_from_description(description: dict[str, Any]) -> VectorSystem:

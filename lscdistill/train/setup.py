@@ -19,6 +19,7 @@ from ..data import LabeledData, Preprocess, load_features, load_images, resolve_
 from ..losses import create_loss
 from ..models import PROJECTIONS, Student, build_student, load_run_model, parse_model_kwargs, signed_features
 from ..rundir import create_centers
+from ..systems import current_options
 from .config import TrainConfig
 
 __all__ = ["Setup", "build_setup"]
@@ -187,6 +188,7 @@ def _centers_spec(cfg: TrainConfig, dim: int, store: dict[str, Any] | None) -> d
         "seed": cfg.seed_system,
         "interpolations": cfg.interpolations,
         "projection": cfg.projection,
+        "options": current_options(cfg.system),  # e.g. planar's halving: what this run trains with
     }
 
 
