@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["Candidates", "VectorSystem", "cached", "mark_degenerate", "safe_rows", "unit_rows"]
+__all__ = ["Candidates", "VectorSystem", "cached", "mark_degenerate", "row_divisor", "safe_rows", "unit_rows"]
 
 
 _SAFE = (2.0**-40, 2.0**40)  # rows whose largest magnitude lies here have norms that neither overflow nor underflow
@@ -50,14 +50,21 @@ def safe_rows(
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()  # half precision cannot separate 60-degree neighbours reliably at large n_dim
     # max |z| without an |z| copy; maximum() propagates NaN, and an Inf makes the scale Inf
-    scale = torch.maximum(z.amax(dim=1, keepdim=True), -z.amin(dim=1, keepdim=True))
-    finite = torch.isfinite(scale)
-    ok = finite & (scale > 0)
-    outside = (scale < _SAFE[0]) | (scale > _SAFE[1])
-    x = z / torch.where(outside & ok, scale, 1.0)  # dividing by 1 is exact: most rows are left as they are
+    divisor, ok, finite = row_divisor(torch.maximum(z.amax(dim=1, keepdim=True), -z.amin(dim=1, keepdim=True)))
+    x = z / divisor
     if placeholder:
         x = torch.where(ok, x, 1.0)
     return x, torch.linalg.vector_norm(x, dim=1, keepdim=True), ok.squeeze(1), finite.squeeze(1)
+
+
+def row_divisor(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`safe_rows` divides each row by, from its largest magnitude ``scale [B, 1]`` (NaN for rows with
+    NaN): ``(divisor [B, 1], ok [B, 1], finite [B, 1])``; the divisor is the scale outside ``[2**-40, 2**40]``,
+    else 1 (dividing by 1 is exact: most rows are left as they are)."""
+    finite = torch.isfinite(scale)
+    ok = finite & (scale > 0)
+    outside = (scale < _SAFE[0]) | (scale > _SAFE[1])
+    return torch.where(outside & ok, scale, 1.0), ok, finite
 
 
 def unit_rows(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -189,9 +196,15 @@ class VectorSystem(ABC):
             A zero row is equally near to every vector: it gets index 0 and cosine 0. A row with NaN or Inf
             gets index -1 and cosine NaN.
         """
-        x, norm, ok, finite = safe_rows(self._check_embeddings(z), placeholder=not self.garbage_rows_ok)
+        return mark_degenerate(*self._search(self._check_embeddings(z)))
+
+    def _search(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`nearest` before the degenerate rows' answers: ``(index, cosine, ok, finite)``, each ``[B]`` (see
+        :func:`safe_rows`). By default the rows are made safe and :meth:`_nearest` searches them; a system can
+        take the rows' scale from reductions it needs anyway (:class:`~lscdistill.systems.PatternSystem`)."""
+        x, norm, ok, finite = safe_rows(z, placeholder=not self.garbage_rows_ok)
         idx, cos = self._nearest(x, norm)
-        return mark_degenerate(idx, cos, ok, finite)
+        return idx, cos, ok, finite
 
     @abstractmethod
     def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["first_outside", "row_extremes"]
+__all__ = ["block_ends", "block_width", "first_outside", "row_extremes"]
 
 
 _LOW = 0xFFFFFFFF  # low word of a key: the reversed position
@@ -36,15 +36,15 @@ BLOCK = (32, 16, 128)  # preferred block width, and the range a divisor of the r
 def _keys(v: torch.Tensor) -> torch.Tensor:
     """int64 keys of float32 ``v [..., L]``, unique along the last dimension: the largest key is the largest value
     at the lowest position. High word: the value's bits made monotone (``-0.0`` and ``0.0`` equal); low word:
-    ``L - 1 - position``. The two int32 words are stacked and read as one int64 (little-endian), which costs one
-    write instead of a widening copy, a shift and an or."""
+    ``L - 1 - position``. Widened, shifted and or-ed in place (stacking the two int32 words and reading them as
+    one int64 took longer: that interleaving copy is not vectorized)."""
     bits = v.view(torch.int32)
     sign = bits >> 31  # -1 for negative values, else 0
     mono = bits & 0x7FFFFFFF
     mono ^= sign
     mono -= sign  # sign-magnitude -> two's complement: monotone in the value, both zeros 0
-    low = torch.arange(v.shape[-1] - 1, -1, -1, dtype=torch.int32, device=v.device).expand_as(mono)
-    return torch.stack((low, mono), dim=-1).view(torch.int64).squeeze(-1)
+    low = torch.arange(v.shape[-1] - 1, -1, -1, device=v.device)
+    return mono.long().bitwise_left_shift_(32).bitwise_or_(low)
 
 
 def _take_keys(keys: torch.Tensor, count: int) -> torch.Tensor:
@@ -67,7 +67,19 @@ def block_width(width: int) -> int:
     return min(divisors, key=lambda d: (abs(d - want), d)) if divisors else width
 
 
-def _take(x: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
+def block_ends(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([B, nb], [B, nb])``: the largest value of each block of the rows of ``x [B, N]`` and minus the smallest
+    (both "larger is better"), blocks of :func:`block_width`; NaN propagates. Two vectorized reductions.
+
+    A positive divisor per row commutes with them exactly (rounding is monotone): ``block_ends(x) / d`` equals
+    ``block_ends(x / d)``, so the decoder takes them from the unscaled rows and its rows' scale from them.
+    """
+    b, n = x.shape
+    blocked = x.view(b, n // block_width(n), block_width(n))
+    return blocked.amax(dim=2), blocked.amin(dim=2).neg_()
+
+
+def _take(x: torch.Tensor, count: int, largest: bool, ends: torch.Tensor | None = None) -> torch.Tensor:
     """The ``count`` largest (smallest) values of float32 rows, first occurrence first, from a few reductions.
 
     The row is cut into blocks; the first ``k`` coordinates in (value, position) order lie in the ``k`` blocks
@@ -82,7 +94,8 @@ def _take(x: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     blocked = x.view(b, nb, width)
     k = min(count, nb)
     if nb > 1:
-        ends = blocked.amax(dim=2) if largest else blocked.amin(dim=2).neg_()  # [B, nb], larger is better
+        if ends is None:
+            ends = blocked.amax(dim=2) if largest else blocked.amin(dim=2).neg_()  # [B, nb], larger is better
         blocks = _take_keys(_keys(ends), k)  # keys are unique: deterministic
         blocks = blocks.sort(dim=1).values if k > 1 else blocks  # candidates in coordinate order
         rows = blocks + torch.arange(0, b * nb, nb, device=x.device).unsqueeze(1)
@@ -94,8 +107,12 @@ def _take(x: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     return blocks.gather(1, local // width) * width + local % width if nb > 1 else local
 
 
-def row_extremes(x: torch.Tensor, n_top: int, n_bottom: int) -> tuple[torch.Tensor, torch.Tensor]:
+def row_extremes(
+    x: torch.Tensor, n_top: int, n_bottom: int, ends: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Coordinates of the ``n_top`` largest and ``n_bottom`` smallest values of each row of finite ``x [B, N]``.
+
+    ``ends`` (float32 only): ``block_ends(x)`` when the caller has it (computed otherwise).
 
     Returns:
         ``(top [B, n_top], bottom [B, n_bottom])`` int64, ``top`` by value descending, ``bottom`` ascending, ties
@@ -106,9 +123,13 @@ def row_extremes(x: torch.Tensor, n_top: int, n_bottom: int) -> tuple[torch.Tens
     if not (0 <= n_top <= width and 0 <= n_bottom <= width):
         raise ValueError(f"cannot take {n_top} largest and {n_bottom} smallest of {width} coordinates")
     empty = x.new_zeros((x.shape[0], 0), dtype=torch.long)
-    take = _take if x.dtype == torch.float32 else _take_argmax
-    top = take(x, n_top, True) if n_top else empty
-    bottom = take(x, n_bottom, False) if n_bottom else empty
+    if x.dtype == torch.float32:
+        top_ends, bottom_ends = (None, None) if ends is None else ends
+        top = _take(x, n_top, True, top_ends) if n_top else empty
+        bottom = _take(x, n_bottom, False, bottom_ends) if n_bottom else empty
+    else:
+        top = _take_argmax(x, n_top, True) if n_top else empty
+        bottom = _take_argmax(x, n_bottom, False) if n_bottom else empty
     return top, bottom
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .base import Candidates, VectorSystem
+from .base import Candidates, VectorSystem, row_divisor
+from .extremes import block_ends
 from .families import Family, PositiveRoots, pick
 from .helmert import helmert, helmert_t
 from .ranks import RankPlan, Ranks
@@ -196,19 +197,56 @@ class PatternSystem(VectorSystem):
         return list(self._offsets)
 
     # ---------------------------------------------------------------------------------------- nearest
+    def _search(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Float32 rows searched where they are (no lift): the block ends that pick the extremes' candidates also
+        # give each row's largest magnitude, so the batch is read twice (ends, then the scaled copy and its norm)
+        # before the small [B, <=10] rank table takes over. Any other case: the rows made safe, then searched.
+        if z.dtype in (torch.float16, torch.bfloat16):
+            z = z.float()
+        if z.dtype != torch.float32 or self.projection == "orthonormal" or not self._plan.n_cols:
+            return super()._search(z)
+        top, bottom = block_ends(z)  # of the unscaled rows: divided by a row's divisor, those of the scaled row
+        divisor, ok, finite = row_divisor(torch.maximum(top.amax(dim=1), bottom.amax(dim=1)).unsqueeze(1))
+        x = z / divisor
+        idx, score = self._best(self._plan.ranks(x, (top / divisor, bottom / divisor)))
+        return idx, score / torch.linalg.vector_norm(x, dim=1), ok.squeeze(1), finite.squeeze(1)
+
     def _nearest(self, x: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Branch-free: the extreme coordinates every family needs are found once (fixed shapes, no host sync),
-        # then every family scores all its variants from them. Ties: see the module docstring.
         plan = self._plan
         lifted = self.lift(x)
-        ranks = plan.ranks(lifted) if plan.n_cols else Ranks(lifted, lifted[:, :0].long(), lifted[:, :0])
-        indices, scores = [], []
-        for fam, lo in zip(self.families, self._offsets, strict=False):
-            pos, score = fam.best(ranks, plan)
-            indices.append((lo + fam.index(pos))[:, None])
-            scores.append(score)
-        idx, score = pick(indices, scores)
-        return idx.squeeze(1), score / norm.squeeze(1)
+        idx, score = self._best(plan.ranks(lifted) if plan.n_cols else Ranks(lifted, lifted[:, :0].long(), lifted))
+        return idx, score / norm.squeeze(1)
+
+    def _best(self, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest member of the system from the rank table: ``(index [B], x . v / |v| [B])``, branch-free.
+
+        Every variant of every family is scored at once (one ``[B, V]`` table) and the first maximum wins: the
+        family listed first, then its first variant, as when each family picks its best and then the families
+        are compared. Only systems with a family searched otherwise (A_np's prefix maximum) go family by family.
+        """
+        joint = self._plan.joint_tables(ranks.values.device, ranks.values.dtype)
+        if joint is None:
+            indices, scores = [], []
+            for fam, lo in zip(self.families, self._offsets, strict=False):
+                pos, score = fam.best(ranks, self._plan)
+                indices.append((lo + fam.index(pos))[:, None])
+                scores.append(score)
+            idx, score = pick(indices, scores)
+            return idx.squeeze(1), score
+        dot_cols, vals, norms, pos_cols, family = joint
+        b = ranks.values.shape[0]
+        dot = None
+        for s in range(dot_cols.shape[0]):  # slot by slot, added in order: what sum(dim=-1) of [B, V, S] does on CPU
+            term = ranks.values.gather(1, dot_cols[s].expand(b, -1)) * vals[s]
+            dot = term if dot is None else dot + term
+        score = dot / norms  # [B, V]
+        k = score.argmax(dim=1)  # first maximum
+        pos = ranks.coords.gather(1, pos_cols.index_select(0, k))  # [B, slots]
+        families = zip(self.families, self._offsets, strict=False)  # offsets end with the size
+        found = [lo + fam.index(pos[:, : len(fam.slot_values)]) for fam, lo in families]
+        if len(found) > 1:
+            found = [torch.stack(found, dim=1).gather(1, family.index_select(0, k).unsqueeze(1)).squeeze(1)]
+        return found[0], score.gather(1, k.unsqueeze(1)).squeeze(1)
 
     def shortlist_sizes(self) -> list[int]:
         """The ``m`` values worth trying in :meth:`candidates`, smallest first (shortlist stays bounded)."""

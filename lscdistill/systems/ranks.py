@@ -59,7 +59,8 @@ class RankPlan:
         self.drop_col = col if drop_last else None
         self.n_cols = col + int(drop_last)
         self._layouts = {id(f): self._layout(f) for f in families if f.by_variants}  # Python lists, built once
-        self._tables: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+        self._joint = self._joint_layout(families) if all(f.by_variants for f in families) else None
+        self._tables: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def column(self, kind: str, j: int, p: int = 0) -> int:
         """Column of ``top[j]`` (``kind="top"``), ``bottom(p)[j]`` (``"bottom"``) or the dropped coordinate."""
@@ -69,9 +70,9 @@ class RankPlan:
             return self.offsets[p] + j
         return self.drop_col
 
-    def ranks(self, x: torch.Tensor) -> Ranks:
-        """The rank table of the rows of finite ``x [B, width]``."""
-        top, bottom = row_extremes(x, self.n_top, self.n_bottom)
+    def ranks(self, x: torch.Tensor, ends: tuple[torch.Tensor, torch.Tensor] | None = None) -> Ranks:
+        """The rank table of the rows of finite ``x [B, width]`` (``ends``: see :func:`row_extremes`)."""
+        top, bottom = row_extremes(x, self.n_top, self.n_bottom, ends)
         cols = [top] + [first_outside(bottom, top[:, :p], self.blocks[p]) for p in sorted(self.blocks)]
         coords = torch.cat(cols, dim=1)
         values = x.gather(1, coords)
@@ -101,6 +102,41 @@ class RankPlan:
                 where[var.drop_slot] = self.column("drop", 0)
             pos_cols.append(where)
         return dot_cols, vals, norms, pos_cols
+
+    def _joint_layout(self, families: list[Family]) -> tuple[list, list, list, list, list]:
+        """The variants of all families in one table, slots padded to the most any family has (a padded slot
+        adds value 0 times column ``pad``: an exact zero) and each variant's family listed."""
+        slots = max(len(f.slot_values) for f in families)
+        pad = self.drop_col if self.drop_col is not None else 0
+        joint: tuple[list, list, list, list, list] = ([], [], [], [], [])
+        for k, family in enumerate(families):
+            dot_cols, vals, norms, pos_cols = self._layout(family)
+            extra = slots - len(family.slot_values)
+            joint[0].extend(row + [pad] * extra for row in dot_cols)
+            joint[1].extend(row + [0.0] * extra for row in vals)
+            joint[2].extend(norms)
+            joint[3].extend(row + [0] * extra for row in pos_cols)
+            joint[4].extend([k] * len(norms))
+        return joint
+
+    def joint_tables(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...] | None:
+        """:meth:`tables` of every family at once, in family order, ``dot_cols`` and ``vals`` transposed (``[S, V]``:
+        slot by slot), plus ``family [V]`` (which family each variant belongs to); ``None`` unless every family is
+        searched by variants."""
+        if self._joint is None:
+            return None
+        dot_cols, vals, norms, pos_cols, family = self._joint
+        return cached(
+            self._tables,
+            ("joint", device, dtype),
+            lambda: (
+                torch.tensor(dot_cols, dtype=torch.long, device=device).T.contiguous(),
+                torch.tensor(vals, dtype=dtype, device=device).T.contiguous(),
+                torch.tensor(norms, dtype=dtype, device=device),
+                torch.tensor(pos_cols, dtype=torch.long, device=device),
+                torch.tensor(family, dtype=torch.long, device=device),
+            ),
+        )
 
     def tables(self, family: Family, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """``(dot_cols [V, S], vals [V, S], norms [V], pos_cols [V, S])`` of the family's variants, cached.

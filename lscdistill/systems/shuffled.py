@@ -106,6 +106,10 @@ class ShuffledSystem(VectorSystem):
         idx, cos = self.base._nearest(x, norm)
         return self.from_base(idx), cos
 
+    def _search(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx, cos, ok, finite = self.base._search(z)
+        return self.from_base(idx), cos, ok, finite
+
     def candidates(self, z: torch.Tensor, m: int) -> Candidates | None:
         found = self.base.candidates(z, m)
         if found is None:
