@@ -11,9 +11,8 @@ interpolation level (56.8M vectors; the first 1.28M indices are all 147,840 root
 - ``faiss``: ``IndexFlatIP`` over the same unit-norm table, ``search(z, 1)``, default settings; on CUDA only
   with a GPU build of FAISS (skipped with a note otherwise, as when FAISS is not installed).
 - ``fast-compiled``: the same fast predict under ``torch.compile(fullgraph=True, dynamic=False)`` (the decoder is a
-  branch-free tensor program: one graph, no host sync) with guards on the input tensor only (the function is bound to
-  one unchanging centers object), at the largest class count only (compiling takes a while); checked equal to eager.
-  Compile time goes into the note, not the timing.
+  branch-free tensor program: one graph, no host sync), at the largest class count only (compiling takes a while);
+  checked equal to eager. Compile time goes into the note, not the timing.
 - ``floor``: ``z.sum()``, reading the batch once: no decoder can be faster.
 
 The floor ratio (target <= 30x at 1.28M classes, eager and compiled) is measured on CPU in **CPU time of one
@@ -232,10 +231,7 @@ def _compiled(centers: SystemCenters, z: torch.Tensor, n: int, cfg: Config):
         return p.labels, p.cosine, p.new_class
 
     start = time.perf_counter()
-    # Guards on the tensor argument only: the function is bound to one centers object that never changes, and the
-    # default guards on its Python attributes cost ~0.1-0.2 ms per call (~10% here; single-thread CPU time, A/B)
-    guards = {"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
-    fn = torch.compile(fast, fullgraph=True, dynamic=False, options=guards)
+    fn = torch.compile(fast, fullgraph=True, dynamic=False)
     with single_thread() if z.device.type == "cpu" else contextlib.nullcontext():  # kernels for one thread
         fn(z)
     threads = ", for 1 thread" if z.device.type == "cpu" else ""
