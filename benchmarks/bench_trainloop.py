@@ -1,21 +1,29 @@
 """The training loop's overhead: one epoch through ``lscdistill train`` vs a bare PyTorch + timm loop.
 
-Both read the same image folder (MNIST from :mod:`benchmarks.realdata`) with the same loader settings (batch
-size, workers, timm's eval transform through timm's reader, no augmentation), train the same model (a timm
-backbone with ``num_classes=0`` and a linear projection to ``dim``) with AdamW toward the same A_nr centers with the
-cosine loss, one epoch. The bare loop, written here, is what a user would write by hand: a ``DataLoader`` over a
-shuffled order, ``centers[y]`` from a table of the classes it needs, ``loss.backward()``, ``optimizer.step()``.
-``lscdistill train`` adds everything a run has (its loader, sharding, gradient accumulation bookkeeping, the
-schedule, progress, logging, checkpoints at the end of the epoch) with ``--bn-batches 0`` and no validation, so
-what is compared is the training epoch itself; its samples/s is the run's own (``metrics.jsonl`` at the last step,
-from the first batch to the last optimizer step), the bare loop's is measured the same way.
+Both read the same image folder (MNIST from :mod:`benchmarks.realdata`) in the same order (lscdistill's seeded
+shuffle of epoch 0) with the same loader settings (batch size, workers, timm's eval transform through timm's
+reader, no augmentation), train the same model (a timm backbone with ``num_classes=0`` and a linear projection to
+``dim``) with AdamW toward the same A_nr centers with the cosine loss, one epoch. The bare loop, written here, is
+what a user would write by hand: a ``DataLoader`` over the shuffled order, ``centers[y]`` from a table of the
+classes it needs, ``loss.backward()``, ``optimizer.step()``. ``lscdistill train`` (its command line, run in the
+worker process) adds everything a run has (its loader, sharding, gradient accumulation bookkeeping, Accelerate's
+wrappers, the schedule, progress, logging, checkpoints at the end of the epoch) with ``--bn-batches 0`` and no
+validation, so what is compared is the training epoch itself.
+
+Both are timed the same way, from just before the first batch to the last optimizer step (lscdistill: from the run
+log's creation to its entry at the last step), with the wall clock and the process's CPU time
+(``time.process_time``). At 0 workers all the work is in that process, so its CPU time is the loop's cost, immune
+to other load on the machine (which inflates wall time, the more so with several threads waiting on each other);
+with workers it is the main process's share (the critical path when the workers keep up). Every process runs with
+``threads`` intra-op threads (default 1: the overhead is a property of the loop, not of thread scheduling).
 
 Variants: generated centers (``--system an``) and a means store of 1,000,000 classes (``--centers``; the labels
-0-9 of the data pick 10 of its rows, read through the store's chunk cache every step), each with 0, 1 and 2
-``DataLoader`` workers. Every run is a fresh process; rounds alternate the variants so a drift of the machine hits
-all alike. Headline: lscdistill's overhead over the bare loop per variant and worker count (target <= 3%).
+0-9 of the data pick 10 of its rows), each with 0, 1 and 2 ``DataLoader`` workers. Every run is a fresh process;
+each round runs the bare loop and both lscdistill variants back to back (in reverse order every other round), so
+a drift of the machine hits all alike; overheads are ratios of medians, their range the per-round ratios. The CPU
+time that other processes took during each run is recorded (``others_cpu_share``: of the machine's CPU time).
 
-    python -m benchmarks.bench_trainloop --worker '{...}'   # one bare-loop run (internal)
+    python -m benchmarks.bench_trainloop --worker '{...}'   # one run (internal)
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from . import realdata
 from ._common import Section, headline
 
 OVERHEAD_TARGET = 3.0  # percent (issue 13)
+VARIANTS = ("bare", "lsc-system", "lsc-store")
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Config:
     workers: tuple[int, ...] = (0, 1, 2)
     store_classes: int = 1_000_000
     rounds: int = 2
+    threads: int = 1  # intra-op threads of every process (OMP_NUM_THREADS and torch.set_num_threads)
     limit_per_class: int | None = None  # MNIST training images per class (default: all 400)
     cache: str | None = None  # where the image folder is written (default: a temporary directory)
 
@@ -66,8 +76,17 @@ def _centers_table(n_classes: int, dim: int) -> torch.Tensor:
     return SystemCenters(create_system("an", dim, seed=0), n_classes).gather(torch.arange(n_classes)).float()
 
 
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _span(start: tuple[float, float], end: tuple[float, float], samples: int) -> dict[str, Any]:
+    wall, cpu = end[0] - start[0], end[1] - start[1]
+    return {"samples": samples, "wall_s": wall, "cpu_s": cpu, "samples_per_s": samples / wall}
+
+
 def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
-    """One epoch of a hand-written loop: returns samples/s from the first batch to the last optimizer step."""
+    """One epoch of a hand-written loop, timed from the first batch to the last optimizer step."""
     import timm
     from timm.data import create_dataset, create_transform, resolve_data_config
 
@@ -80,14 +99,14 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
         (3, size, size), interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"]
     )
     dataset = create_dataset("", root=spec["data"], split="", search_split=False, transform=transform)
-    order = np.random.default_rng(0).permutation(len(dataset)).tolist()
+    order = np.random.default_rng([0, 0]).permutation(len(dataset)).tolist()  # lscdistill's order (seed 0, epoch 0)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=spec["batch"], sampler=order, num_workers=spec["workers"], persistent_workers=False
     )
     centers = _centers_table(10, spec["dim"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-5)
     model.train()
-    seen, start = 0, time.perf_counter()
+    seen, start = 0, _clocks()
     for x, y in loader:
         z = model(x)
         loss = 1 - torch.nn.functional.cosine_similarity(z, centers[y], dim=1).mean()
@@ -95,31 +114,60 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad()
         seen += len(y)
-    float(loss)
-    return {"samples": seen, "samples_per_s": seen / (time.perf_counter() - start)}
+    float(loss.detach())
+    return _span(start, _clocks(), seen)
 
 
-def _bare(spec: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_trainloop", "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    if proc.returncode != 0:
-        raise RuntimeError(f"bare loop failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def lscdistill_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    """One epoch of ``lscdistill train`` (its command line, in this process), timed by the run log: from its
+    creation (just before the first batch) to its entry at the last step."""
+    from lscdistill import rundir
+    from lscdistill.cli import app
 
-
-def _lscdistill(spec: dict[str, Any], run: Path, centers: Path | None) -> dict[str, Any]:
     steps = -(-spec["samples"] // spec["batch"])
-    cmd = [sys.executable, "-m", "lscdistill", "train", "--model", spec["model"], "--data", spec["data"],
-           "--img-size", spec["img_size"], "--dim", spec["dim"], "-b", spec["batch"], "--epochs", 1,
-           "--workers", spec["workers"], "--bn-batches", 0, "--log-every", steps, "--lr", "3e-3",
-           "--schedule", "constant", "--warmup-steps", 0, "--out", run, "--overwrite", "-q"]  # fmt: skip
-    if centers is not None:
-        cmd += ["--centers", centers]
-    proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env={**os.environ})
+    marks: dict[str, tuple[float, float]] = {}
+    init, log = rundir.RunLog.__init__, rundir.RunLog.log
+
+    def timed_init(self, *args, **kwargs):
+        marks["start"] = _clocks()
+        init(self, *args, **kwargs)
+
+    def timed_log(self, step, **values):
+        if step == steps:
+            marks["end"], marks["rate"] = _clocks(), values.get("samples_per_s")
+        log(self, step, **values)
+
+    rundir.RunLog.__init__, rundir.RunLog.log = timed_init, timed_log
+    cmd = ["train", "--model", spec["model"], "--data", spec["data"], "--img-size", spec["img_size"],
+           "--dim", spec["dim"], "-b", spec["batch"], "--epochs", 1, "--workers", spec["workers"],
+           "--bn-batches", 0, "--log-every", steps, "--lr", "3e-3", "--schedule", "constant",
+           "--warmup-steps", 0, "--out", spec["out"], "--overwrite", "-q"]  # fmt: skip
+    if spec.get("centers"):
+        cmd += ["--centers", spec["centers"]]
+    try:
+        app(list(map(str, cmd)))
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"lscdistill train exited with {exc.code}") from None
+    return _span(marks["start"], marks["end"], spec["samples"]) | {"run_samples_per_s": marks["rate"]}
+
+
+def _worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
+    """One run in a fresh process; with the share of the machine's CPU time other processes took meanwhile."""
+    from .runner import _cpu_seconds
+
+    cmd = [sys.executable, "-m", "benchmarks.bench_trainloop", "--worker", json.dumps(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    before, begin = _cpu_seconds(), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], env=env)
+    after, wall = _cpu_seconds(), time.perf_counter() - begin
     if proc.returncode != 0:
-        raise RuntimeError(f"lscdistill train failed:\n{proc.stderr[-3000:]}")
-    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
-    return {"samples": steps * spec["batch"], "samples_per_s": last["samples_per_s"], "step": last["step"]}
+        raise RuntimeError(f"{spec['loop']} loop failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if before is not None and after is not None:
+        others = max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+        out["others_cpu_share"] = others / (wall * (os.cpu_count() or 1))
+    return out
 
 
 def _store(path: Path, n_classes: int, dim: int) -> None:
@@ -137,6 +185,27 @@ def _store(path: Path, n_classes: int, dim: int) -> None:
             w.write_rows(start, counts=np.ones(rows, dtype=np.int64), centers=block)
 
 
+def _overhead(lsc: list[float], bare: list[float]) -> dict[str, float]:
+    """Percent more time per sample than the bare loop: ratio of the medians, range of the per-round ratios."""
+    per_round = [100 * (a / b - 1) for a, b in zip(lsc, bare, strict=True)]
+    return {"value": 100 * (statistics.median(lsc) / statistics.median(bare) - 1), "low": min(per_round),
+            "high": max(per_round)}  # fmt: skip
+
+
+def _measure(cfg: Config, data: str, samples: int, store: Path, tmp: Path) -> dict[tuple[str, int], list[dict]]:
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for r in range(cfg.rounds):
+        for workers in cfg.workers:
+            spec = {"model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "dim": cfg.dim}
+            spec |= {"workers": workers, "data": data, "samples": samples, "threads": cfg.threads}
+            for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+                loop = {"loop": "bare"} if variant == "bare" else {"loop": "lsc", "out": str(tmp / variant)}
+                if variant == "lsc-store":
+                    loop["centers"] = str(store)
+                runs.setdefault((variant, workers), []).append(_worker(spec | loop, cfg.threads))
+    return runs
+
+
 def run(cfg: Config, device: torch.device) -> Section:
     section = Section(config=asdict(cfg))
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,46 +215,51 @@ def run(cfg: Config, device: torch.device) -> Section:
         store = Path(tmp) / "store.h5"
         _store(store, cfg.store_classes, cfg.dim)
         os.sync()
-        rates: dict[tuple[str, int], list[float]] = {}
-        for _ in range(cfg.rounds):
-            for workers in cfg.workers:
-                spec = {"model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "dim": cfg.dim}
-                spec |= {"workers": workers, "data": split.train, "samples": samples}
-                for variant in ("bare", "lsc-system", "lsc-store"):
-                    if variant == "bare":
-                        out = _bare(spec)
-                    else:
-                        out = _lscdistill(spec, Path(tmp) / variant, store if variant == "lsc-store" else None)
-                    rates.setdefault((variant, workers), []).append(out["samples_per_s"])
-    for (variant, workers), values in sorted(rates.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        rate = statistics.median(values)
+        runs = _measure(cfg, split.train, samples, store, Path(tmp))
+    for (variant, workers), outs in sorted(runs.items(), key=lambda kv: (kv[0][1], VARIANTS.index(kv[0][0]))):
+        wall, cpu = [o["wall_s"] for o in outs], [o["cpu_s"] for o in outs]
+        rate = statistics.median(o["samples_per_s"] for o in outs)
         row = {"n_classes": cfg.store_classes if variant == "lsc-store" else 10, "method": variant}
         row |= {"case": f"{cfg.model} {cfg.img_size}px b{cfg.batch}, {workers} workers", "workers": workers}
-        section.rows.append(row | {"samples_per_s": rate, "values": values, "note": f"{rate:,.0f} images/s"})
-        if variant != "bare":
-            bare = statistics.median(rates["bare", workers])
-            overhead = 100 * (bare / rate - 1)
+        row |= {"samples_per_s": rate, "wall_s": wall, "cpu_s": cpu, "runs": outs}
+        note = f"{rate:,.0f} images/s, CPU {1e3 * statistics.median(cpu) / outs[0]['samples']:.2f} ms/image"
+        section.rows.append(row | {"note": note})
+        if variant == "bare":
+            continue
+        bare = runs["bare", workers]
+        cpu_what = "CPU time" if workers == 0 else "main-process CPU time"
+        for clock, what in (("wall_s", "wall time"), ("cpu_s", cpu_what)):
+            target = None if clock == "cpu_s" and workers else OVERHEAD_TARGET  # workers: only part of the CPU time
+            value = _overhead([o[clock] for o in outs], [o[clock] for o in bare])
             section.headlines.append(
                 headline(
-                    f"lscdistill train overhead over a bare loop ({variant}, {workers} workers)",
-                    overhead,
+                    f"lscdistill train overhead over a bare loop, {what} ({variant}, {workers} workers)",
+                    value,
                     unit="%",
-                    target=OVERHEAD_TARGET,
+                    target=target,
                     higher_is_better=False,
                     n_classes=cfg.store_classes if variant == "lsc-store" else 10,
                 )
             )
+    shares = [o["others_cpu_share"] for outs in runs.values() for o in outs if "others_cpu_share" in o]
     section.notes.append(
-        f"One epoch of {samples:,} MNIST images, median of {cfg.rounds} round(s); the store variant's store has "
-        f"{cfg.store_classes:,} classes x {cfg.dim} dims."
+        f"One epoch of {samples:,} MNIST images, {cfg.rounds} round(s), {cfg.threads} intra-op thread(s) per "
+        f"process; the store variant's store has {cfg.store_classes:,} classes x {cfg.dim} dims."
     )
+    if shares:
+        section.notes.append(
+            f"Other processes took {statistics.median(shares):.0%} (median; max {max(shares):.0%}) of the machine's "
+            "CPU time during the runs: wall times are contaminated by that much, CPU times much less."
+        )
     return section
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", required=True, help="JSON description of one bare-loop run (see bare_loop())")
-    print(json.dumps(bare_loop(json.loads(parser.parse_args().worker))))
+    parser.add_argument("--worker", required=True, help="JSON description of one run (see _measure())")
+    spec = json.loads(parser.parse_args().worker)
+    torch.set_num_threads(spec["threads"])
+    print(json.dumps(bare_loop(spec) if spec["loop"] == "bare" else lscdistill_loop(spec)))
 
 
 if __name__ == "__main__":

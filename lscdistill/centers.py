@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -19,6 +19,9 @@ from .decode import exact_nearest
 from .planner import fit_message
 from .systems import system_from_description
 from .systems.base import VectorSystem, cached, mark_degenerate, unit_rows
+
+if TYPE_CHECKING:
+    from .stores.reader import RowCache
 
 __all__ = [
     "Centers",
@@ -213,17 +216,21 @@ class TableCenters(Centers):
         return self._scan(z, mode, self.table, "a table of centers has")
 
 
-TABLE_CACHE_BYTES = 512 * 1024 * 1024  # exact decoding keeps a store's table in memory up to this size
+TABLE_CACHE_BYTES = 512 * 1024 * 1024  # a store's centers are kept in host memory up to this size
 
 
 class StoreCenters(Centers):
-    """Centers read from a store (class means or snapped centers) by rows: training loads nothing of size n_classes.
+    """Centers read from a store (class means or snapped centers) by rows: training loads nothing of size n_classes
+    up front.
 
-    :meth:`gather` reads only the rows of a batch (through the store's chunk cache) and moves them to the labels'
-    device. :meth:`predict` is exact, a chunked brute-force scan: a table of at most ``table_cache_bytes`` (float32;
-    default 512 MiB, e.g. 1.3M classes x 96 dims) is read once and kept on the device of the embeddings, so
-    evaluating many batches reads the store once; a larger one is streamed from the store chunk by chunk for every
-    batch (memory: one chunk). **Memory that grows with n_classes**: that cached table, up to the cap.
+    :meth:`gather` returns the rows of a batch's labels on the labels' device. A store whose centers take at most
+    ``table_cache_bytes`` (default 512 MiB, e.g. 1.3M classes x 96 float32 dims) is read into a host table a chunk
+    at a time as labels ask for rows (:class:`~lscdistill.stores.reader.RowCache`): each chunk of the file is read
+    once, later gathers are in-memory indexing, off the file. A larger store is read row by row for every batch.
+    :meth:`predict` is exact, a chunked brute-force scan of that same table (completed, and copied to the device of
+    the embeddings if that is not the CPU), so evaluating many batches reads the store once; a store above the cap
+    is streamed chunk by chunk for every batch (memory: one chunk). **Memory that grows with n_classes**: the host
+    table, up to the cap (plus its device copy for predictions on a GPU).
     """
 
     def __init__(self, store, *, chunk_size: int = 65536, table_cache_bytes: int = TABLE_CACHE_BYTES) -> None:
@@ -231,27 +238,38 @@ class StoreCenters(Centers):
             raise ValueError(f"{store.path} is a {store.kind!r} store: train on a 'means' or 'snapped' store")
         self.store, self.n_classes, self.n_dim, self.chunk_size = store, store.n_classes, store.n_dim, chunk_size
         self.table_cache_bytes = table_cache_bytes
+        self._cache: RowCache | None = None
         self._table: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"StoreCenters({self.store.path}, n_classes={self.n_classes}, n_dim={self.n_dim})"
 
     def gather(self, labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.store.gather(self.check_labels(labels), dtype=dtype)
+        return self.store.gather(self.check_labels(labels), dtype=dtype, cache=self._row_cache())
 
     def close(self) -> None:
-        self._table = None
+        self._cache, self._table = None, None
         self.store.close()
 
     def predict(self, z: torch.Tensor, mode: str = "exact") -> Prediction:
         return self._scan(z, mode, self._rows(z.device), "class means have")
 
+    def _row_cache(self) -> RowCache | None:
+        """The host table of the centers, created on first use; ``None`` when it would exceed the cap."""
+        from .stores.reader import RowCache
+
+        if self._cache is None and RowCache.nbytes(self.store) <= self.table_cache_bytes:
+            self._cache = RowCache(self.store)
+        return self._cache
+
     def _rows(self, device: torch.device):
-        """What exact decoding scans: the cached table on ``device`` when it fits the cap, else the store."""
-        if self.n_classes * self.n_dim * 4 > self.table_cache_bytes:
+        """What exact decoding scans: the whole table on ``device`` when it fits the cap (on the CPU, the host table
+        itself), else the store."""
+        cache = self._row_cache()
+        if cache is None:
             return self.store
         if self._table is None or self._table.device != device:
-            self._table = torch.as_tensor(self.store[0 : self.n_classes], dtype=torch.float32).to(device)
+            self._table = torch.from_numpy(cache.complete()).to(device=device, dtype=torch.float32)
         return self._table
 
 

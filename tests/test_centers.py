@@ -242,13 +242,18 @@ def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(t
     expected = [brute_nearest(z, unit) for z in batches]  # (cosine, index) in float64
     for cap, reads_expected in ((10**9, 1), (0, 3 * 3)):  # 300 rows in chunks of 128: 3 reads per batch
         with open_store(tmp_path / "m.h5") as store:
-            reads, original = [], type(store).__getitem__
+            reads, original, original_into = [], type(store).__getitem__, type(store).read_into
 
             def counted(self, item, reads=reads, original=original):
                 reads.append(item)
                 return original(self, item)
 
+            def counted_into(self, out, start, stop, reads=reads, original=original_into):
+                reads.append((start, stop))
+                return original(self, out, start, stop)
+
             monkeypatch.setattr(type(store), "__getitem__", counted)
+            monkeypatch.setattr(type(store), "read_into", counted_into)
             centers = StoreCenters(store, chunk_size=128, table_cache_bytes=cap)
             for z, (cos, idx) in zip(batches, expected, strict=True):
                 p = centers.predict(z)
@@ -256,3 +261,28 @@ def test_store_exact_decoding_reads_a_small_table_once_and_streams_a_large_one(t
                 torch.testing.assert_close(p.cosine.double(), cos, rtol=1e-5, atol=1e-6)
             monkeypatch.undo()
         assert len(reads) == reads_expected, (cap, reads)
+
+
+def test_store_centers_keep_a_host_table_only_under_the_cap(tmp_path):
+    """Under the cap the store's rows are read once into a host table (gather and exact decoding share it, on the
+    CPU without a copy); above it nothing is kept and every gather reads the file. Same rows either way."""
+    import numpy as np
+
+    from lscdistill.centers import StoreCenters
+    from lscdistill.stores import StoreWriter, open_store
+
+    table = np.random.default_rng(0).normal(size=(300, 12)).astype(np.float32)
+    with StoreWriter(tmp_path / "m.h5", kind="means", n_classes=300, n_dim=12, provenance={"test": 1}) as w:
+        w.write_rows(0, counts=np.ones(300, dtype=np.int64), centers=table)
+    labels = torch.tensor([299, 0, 5, 5, 150])
+    for cap, cached in ((300 * 12 * 4, True), (300 * 12 * 4 - 1, False)):
+        with open_store(tmp_path / "m.h5") as store:
+            centers = StoreCenters(store, table_cache_bytes=cap)
+            assert torch.equal(centers.gather(labels), torch.from_numpy(table[labels.numpy()]))
+            assert (centers._cache is not None) == cached
+            if cached:
+                scanned = centers._rows(torch.device("cpu"))
+                assert scanned.data_ptr() == centers._cache.table.ctypes.data  # the same memory, not a copy
+                assert torch.equal(scanned, torch.from_numpy(table))
+            else:
+                assert centers._rows(torch.device("cpu")) is store

@@ -166,3 +166,75 @@ def test_inspect_and_merge_cli(tmp_path, data):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "z.h5").exists()
+
+
+def _chunked_store(path, n_classes=100, n_dim=1024):
+    """A means store with 16-row chunks (64 KiB of float32 rows at 1024 dims; the last chunk holds 4 rows)."""
+    table = np.random.default_rng(1).normal(size=(n_classes, n_dim)).astype(np.float32)
+    with StoreWriter(path, kind="means", n_classes=n_classes, n_dim=n_dim, provenance={"test": True}) as w:
+        w.write_rows(0, counts=np.ones(n_classes, dtype=np.int64), centers=table)
+    return table
+
+
+LABEL_CASES = {
+    "random": np.random.default_rng(2).integers(0, 100, 64),
+    "duplicates": np.array([7, 7, 7, 99, 0, 7, 99]),
+    "sorted": np.arange(10, 40),
+    "first_and_last": np.array([0, 99]),
+    "across_a_chunk_boundary": np.array([14, 15, 16, 17, 31, 32, 95, 96]),
+    "empty": np.zeros(0, dtype=np.int64),
+}
+
+
+@pytest.mark.parametrize("case", LABEL_CASES)
+def test_gather_equals_a_naive_per_row_read_with_and_without_the_row_cache(tmp_path, case):
+    from lscdistill.stores.reader import RowCache
+
+    labels = LABEL_CASES[case]
+    _chunked_store(tmp_path / "m.h5")
+    with open_store(tmp_path / "m.h5") as s:
+        ds = s.dataset("centers")
+        assert ds.chunks == (16, 1024)
+        naive = torch.from_numpy(np.stack([ds[int(i)] for i in labels]) if labels.size else np.zeros((0, 1024)))
+        cache = RowCache(s)
+        for got in (s.gather(labels), s.gather(labels, cache=cache), s.gather(labels, cache=cache)):  # 2nd: hits
+            assert got.shape == (len(labels), 1024) and got.dtype == torch.float32
+            assert torch.equal(got, naive.float())
+        touched = np.unique(labels // 16)
+        assert np.array_equal(np.flatnonzero(cache.loaded), touched)  # only the chunks of the labels were read
+
+
+def test_row_cache_reads_each_chunk_once_and_neighbouring_chunks_together(tmp_path, monkeypatch):
+    from lscdistill.stores.reader import RowCache
+
+    table = _chunked_store(tmp_path / "m.h5")
+    with open_store(tmp_path / "m.h5") as s:
+        reads = []
+        original = type(s).read_into
+        monkeypatch.setattr(
+            type(s), "read_into", lambda self, out, a, b: (reads.append((a, b)), original(self, out, a, b))
+        )
+        cache = RowCache(s)
+        assert RowCache.nbytes(s) == 100 * 1024 * 4
+        s.gather(torch.tensor([3, 20, 40, 99]), cache=cache)  # chunks 0, 1, 2, 6: 0-2 in one read
+        assert reads == [(0, 48), (96, 100)]
+        s.gather(torch.tensor([47, 5, 98]), cache=cache)
+        assert len(reads) == 2  # all cached
+        np.testing.assert_array_equal(cache.complete(), table)
+        assert reads[2:] == [(48, 96)]
+
+
+def test_gather_rejects_nan_rows_and_bad_labels_with_or_without_the_cache(tmp_path):
+    from lscdistill.stores.reader import RowCache
+
+    table = np.ones((40, 8), dtype=np.float32)
+    table[33] = np.nan
+    with StoreWriter(tmp_path / "m.h5", kind="means", n_classes=40, n_dim=8, provenance={}) as w:
+        w.write_rows(0, counts=np.ones(40, dtype=np.int64), centers=table)
+    with open_store(tmp_path / "m.h5") as s:
+        for cache in (None, RowCache(s)):
+            assert torch.equal(s.gather(torch.tensor([0, 32, 34]), cache=cache), torch.ones(3, 8))  # NaN row unread
+            with pytest.raises(StoreError, match="NaN or Inf"):
+                s.gather(torch.tensor([1, 33]), cache=cache)
+            with pytest.raises(StoreError, match=r"label 40 is outside \[0, 40\)"):
+                s.gather(torch.tensor([40]), cache=cache)

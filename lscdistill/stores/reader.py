@@ -15,7 +15,7 @@ import torch
 from .format import FORMAT_NAME, FORMAT_VERSION, KINDS, StoreError
 from .writer import BLOCK_ROWS
 
-__all__ = ["Store", "open_store"]
+__all__ = ["RowCache", "Store", "open_store"]
 
 _REQUIRED = {"means": ("centers",), "partial": ("sums",), "snapped": ("centers", "system_index", "cosine")}
 
@@ -106,8 +106,12 @@ class Store:
         """Rows of the centers (what :func:`lscdistill.decode.exact_nearest` reads chunk by chunk)."""
         return self.dataset("centers")[item]
 
-    def gather(self, labels: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Centers of ``labels [B]``, reading only those rows (sorted, deduplicated, through the chunk cache)."""
+    def gather(
+        self, labels: torch.Tensor | np.ndarray, dtype: torch.dtype = torch.float32, *, cache: RowCache | None = None
+    ) -> torch.Tensor:
+        """Centers of ``labels [B]`` as ``[B, n_dim]`` on the labels' device, reading only the rows of the distinct
+        labels: from ``cache`` (:class:`RowCache`, which reads each chunk of the file once) or, without one, from
+        the file (a run of consecutive rows in one read, through HDF5's chunk cache)."""
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.dtype.is_floating_point:
             raise StoreError(f"labels must be a 1-D integer tensor, got {tuple(labels.shape)} {labels.dtype}")
@@ -117,12 +121,23 @@ class Store:
                 f"label {int(lab[(lab < 0) | (lab >= self.n_classes)][0])} is outside [0, {self.n_classes})"
             )
         unique, inverse = np.unique(lab, return_inverse=True)
-        ds = self.dataset("centers")
-        # one read per row: 4-6x faster than h5py's fancy indexing (point selections) on random rows
-        rows = np.stack([ds[i] for i in unique.tolist()]) if unique.size else np.zeros((0, self.n_dim), np.float32)
+        rows = cache.rows(unique) if cache is not None else self._read_rows(unique)
         if not np.isfinite(rows).all():
             raise self._fail("centers contain NaN or Inf")
         return torch.from_numpy(rows[inverse]).to(device=labels.device, dtype=dtype)
+
+    def _read_rows(self, unique: np.ndarray) -> np.ndarray:
+        """Rows ``unique`` (sorted, distinct) of the centers: one read per run of consecutive rows (h5py's fancy
+        indexing, a point selection, is 4-6x slower on random rows)."""
+        if not unique.size:
+            return np.zeros((0, self.n_dim), self.dataset("centers").dtype)
+        ds = self.dataset("centers")
+        runs = np.split(unique, np.flatnonzero(np.diff(unique) != 1) + 1)
+        return np.concatenate([ds[int(r[0]) : int(r[-1]) + 1] for r in runs])
+
+    def read_into(self, out: np.ndarray, start: int, stop: int, name: str = "centers") -> None:
+        """Rows ``start:stop`` of a dataset into the same rows of ``out`` (no temporary copy)."""
+        self.dataset(name).read_direct(out, np.s_[start:stop], np.s_[start:stop])
 
     def iter_blocks(self, name: str, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, rows)`` blocks of a dataset, in order; memory O(block_rows * n_dim)."""
@@ -179,6 +194,49 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RowCache:
+    """A store's centers in host memory, each HDF5 chunk read once, the first time a label of it is asked for.
+
+    Training gathers the rows of every batch's labels; after the first pass over the classes every gather is an
+    in-memory index. **Memory that grows with n_classes**: the table (``n_classes x n_dim`` in the store's dtype) is
+    allocated at once but the OS commits its pages only as chunks are read, so it grows with the classes seen, up
+    to the whole table; :meth:`nbytes` says how much that is, so callers can cap it (see
+    :class:`~lscdistill.centers.StoreCenters`). Neighbouring chunks that are both missing are read in one call.
+    """
+
+    def __init__(self, store: Store) -> None:
+        ds = store.dataset("centers")
+        self.store = store
+        self.table = np.empty(ds.shape, dtype=ds.dtype)
+        self.block = int(ds.chunks[0]) if ds.chunks else 256  # rows read together
+        self.loaded = np.zeros(-(-store.n_classes // self.block), dtype=bool)
+
+    @staticmethod
+    def nbytes(store: Store) -> int:
+        """Bytes of the whole table: what the cache of ``store`` holds once every class has been gathered."""
+        ds = store.dataset("centers")
+        return store.n_classes * store.n_dim * ds.dtype.itemsize
+
+    def rows(self, unique: np.ndarray) -> np.ndarray:
+        """Rows ``unique`` (sorted, distinct row indices) ``[len(unique), n_dim]``, reading their missing chunks."""
+        self._load(np.unique(unique // self.block))
+        return self.table[unique]
+
+    def complete(self) -> np.ndarray:
+        """The whole table ``[n_classes, n_dim]`` (read what is still missing)."""
+        self._load(np.arange(len(self.loaded)))
+        return self.table
+
+    def _load(self, blocks: np.ndarray) -> None:
+        missing = blocks[~self.loaded[blocks]]
+        if not missing.size:
+            return
+        for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1):
+            start, stop = int(run[0]) * self.block, min((int(run[-1]) + 1) * self.block, self.store.n_classes)
+            self.store.read_into(self.table, start, stop)
+            self.loaded[run] = True
 
 
 def open_store(path: str | os.PathLike, *, rdcc_nbytes: int = 64 * 1024 * 1024) -> Store:
