@@ -63,6 +63,8 @@ def test_augmented_batches_do_not_depend_on_workers_or_where_a_pass_starts(tmp_p
         torch.testing.assert_close(_all(workers, order, epoch=3)[0], base, rtol=0, atol=0)  # workers persist
         tail = _all(SplitLoader(data, 8, augment=aug, seed=7), order[8:], epoch=3)[0]
         torch.testing.assert_close(tail, base[8:], rtol=0, atol=0)
+        odd_batches = _all(SplitLoader(data, 5, augment=aug, seed=7), order, epoch=3)[0]  # batches seed per sample
+        torch.testing.assert_close(odd_batches, base, rtol=0, atol=0)
         other_epoch = _all(SplitLoader(data, 8, augment=aug, seed=7), order, epoch=4)[0]
         plain = _all(SplitLoader(data, 8), order)[0]
         assert not torch.equal(other_epoch, base) and not torch.equal(plain, base)

@@ -114,21 +114,25 @@ class _Keys(torch.utils.data.Sampler):
 
 
 @contextlib.contextmanager
-def _seeded(*key: int):
-    """Python's, NumPy's and torch's global generators seeded from ``key`` (timm's transforms draw from all three),
-    restored afterwards so the caller's random stream is untouched."""
-    # timm draws from NumPy's legacy global generator, so that is the one to seed
+def _preserved_rng():
+    """Python's, NumPy's and torch's global generators restored afterwards, so the caller's random stream is
+    untouched by the seeding inside. Saving NumPy's state costs ~50 us, so a batch does it once, not per sample."""
     py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
-    a, b = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, dtype=np.uint32)
-    random.seed(int(a))
-    np.random.seed(int(a))  # noqa: NPY002
-    torch.random.default_generator.manual_seed(int(b))  # the CPU generator only (CUDA's is not touched)
     try:
         yield
     finally:
         random.setstate(py)
         np.random.set_state(np_state)  # noqa: NPY002
         torch.random.set_rng_state(torch_state)
+
+
+def _seed(*key: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators from ``key`` (timm's transforms draw from all three)."""
+    # timm draws from NumPy's legacy global generator, so that is the one to seed
+    a, b = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, dtype=np.uint32)
+    random.seed(int(a))
+    np.random.seed(int(a))  # noqa: NPY002
+    torch.random.default_generator.manual_seed(int(b))  # the CPU generator only (CUDA's is not touched)
 
 
 class Samples(torch.utils.data.Dataset):
@@ -142,10 +146,19 @@ class Samples(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, i = key
-        if self.random:
-            with _seeded(self.seed, epoch, i):
-                x = self.transform(self.read(i))
-        else:
-            x = self.transform(self.read(i))
-        return x, int(self.data.labels[i]), i
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+        """A batch of samples (what the ``DataLoader`` asks for): the global generators are saved and restored once
+        per batch, each sample's transform seeded by its own key (the same draws as one sample at a time)."""
+        if not self.random:
+            return [self._sample(i) for _, i in keys]
+        with _preserved_rng():
+            out = []
+            for epoch, i in keys:
+                _seed(self.seed, epoch, i)
+                out.append(self._sample(i))
+            return out
+
+    def _sample(self, i: int):
+        return self.transform(self.read(i)), int(self.data.labels[i]), i
