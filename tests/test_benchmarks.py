@@ -9,13 +9,39 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import cli_run
 from rich.console import Console
 
 from benchmarks.runner import run_suite
+
+
+@pytest.fixture
+def lscdistill_in_process(monkeypatch):
+    """The benchmarks' ``python -m lscdistill ARGS`` subprocesses run the same command in this process instead
+    (typer's runner), sparing each one the ~4 s of CPU that importing torch and timm again costs; any other command
+    (the benchmarks' own workers) still starts a process. ``python -m lscdistill`` itself is run by the torchrun
+    tests and the resume test."""
+    start_process = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        cmd = [str(c) for c in cmd]
+        if cmd[:3] != [sys.executable, "-m", "lscdistill"]:
+            return start_process(cmd, *args, **kwargs)
+        result = cli_run(*cmd[3:])
+        stderr = result.stderr + (repr(result.exception) if result.exit_code and result.exception else "")
+        done = subprocess.CompletedProcess(cmd, result.exit_code, result.stdout, stderr)
+        if kwargs.get("check"):
+            done.check_returncode()
+        return done
+
+    monkeypatch.setattr(subprocess, "run", run)
+
 
 TINY = {
     "predict": {
@@ -83,7 +109,7 @@ def test_plot_draws_the_written_results(tmp_path):
 TINY_MNIST = {"limit_per_class": 10}  # 100 training and 20 validation images
 
 
-def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path):
+def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path, lscdistill_in_process):
     """One cell of the real-data matrix (100 MNIST images x test_resnet, 1 epoch): CE teacher, LSC on A_nr, LSC
     toward the teacher's means, each scored by `lscdistill evaluate` in eval mode, with the headline differences."""
     payload = run_suite(
@@ -252,7 +278,7 @@ def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
     assert read["m3"].shape == (10, 3) and not (perm == np.arange(10)).any()
 
 
-def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path):
+def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path, lscdistill_in_process):
     """Table 5, the planar system and §6.5 at a tiny size (12 KMeans classes on 500 MNIST images, one epoch):
     every cell trains through the CLI, is scored in eval mode, and the planar picture is written."""
     png = tmp_path / "planar.png"
