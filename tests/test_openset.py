@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -241,23 +238,6 @@ def test_a_run_without_calibration_says_so_and_writes_no_file(trained, tmp_path)
     )
     assert info["open_set"]["calibration"] is None and "calibrated" not in info["open_set"]
     assert info["open_set"]["scores"]["cosine"]["auroc"] > 0.5
-
-
-@pytest.mark.distributed
-def test_torchrun_evaluate_gathers_every_score_once(trained, tmp_path):
-    _, run, (vx, vy, ux) = trained
-    args = ["evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lscdistill"]
-    two = subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert two.returncode == 0, two.stderr
-    one = json.loads(cli_ok(*args).stdout)["open_set"]
-    two = json.loads(two.stdout)["open_set"]
-    assert (two["known_samples"], two["unseen_samples"]) == (200, 150)  # 100 + 100 and 75 + 75, none twice
-    for name, metrics in one["scores"].items():
-        for key, value in metrics.items():
-            assert two["scores"][name][key] == pytest.approx(value, abs=1e-6)
-    assert two["calibrated"] == pytest.approx(one["calibrated"])
 
 
 def test_the_openset_benchmark_runs_end_to_end_and_draws_its_picture(tmp_path):
