@@ -104,13 +104,24 @@ def _blobs(folder, seed: int, n_train: int, n_val: int, n_unseen: int = 0) -> tu
     return train, ["--val-features", "val_x.npy", "--val-labels", "val_y.npy"]
 
 
-def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path, monkeypatch):
-    """Also the open-set report: every known and unseen score gathered once, the metrics of one process."""
-    data, val = _blobs(tmp_path, 4, 601, 201, n_unseen=151)  # odd sizes: ranks get unequal shares
-    _torchrun("train", *data, *val, "--epochs", 3, "--lr", "3e-3", "-b", 32, "--dim", 8, "-q", "--out", "run",
-              cwd=tmp_path)  # fmt: skip
-    meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["final_metrics"]["samples"] == 201 and meta["final_metrics"]["top1"] >= 0.9
+def test_torchrun_and_accelerate_launch_train_alike_and_evaluate_counts_every_sample_once(tmp_path, monkeypatch):
+    """Training under torchrun and under ``accelerate launch`` gives bit-identical runs; evaluate under torchrun
+    counts every sample once, the open-set report too (every known and unseen score gathered once)."""
+    n_train, epochs, batch = 601, 3, 32
+    data, val = _blobs(tmp_path, 4, n_train, 201, n_unseen=151)  # odd sizes: ranks get unequal shares
+    args = ["train", *data, *val, "--epochs", epochs, "--lr", "3e-3", "-b", batch, "--dim", 8, "--cpu", "-q"]
+    _torchrun(*args, "--out", "run", cwd=tmp_path)
+    _accelerate_launch(*args, "--out", "accelerate", cwd=tmp_path)
+    meta = {k: json.loads((tmp_path / k / "model.json").read_text()) for k in ("run", "accelerate")}
+    steps = epochs * -(-(n_train // 2) // batch)  # each rank takes 300 samples, the last batch partial
+    assert meta["accelerate"]["steps"] == meta["run"]["steps"] == steps
+    assert meta["accelerate"]["final_metrics"] == meta["run"]["final_metrics"]
+    assert meta["run"]["final_metrics"]["samples"] == 201 and meta["run"]["final_metrics"]["top1"] >= 0.9
+    torchrun, accelerate = (load_file(tmp_path / k / "model.safetensors") for k in ("run", "accelerate"))
+    assert torchrun.keys() == accelerate.keys()
+    for key in torchrun:
+        np.testing.assert_array_equal(accelerate[key], torchrun[key], err_msg=key)  # bit-identical weights
+
     args = ["evaluate", "run", "--features", "val_x.npy", "--labels", "val_y.npy", "--unseen-features", "unseen_x.npy"]
     two = json.loads(_torchrun(*args, "--json", cwd=tmp_path).stdout)
     one = json.loads(_single(*args, "--json", cwd=tmp_path, monkeypatch=monkeypatch))
@@ -124,23 +135,6 @@ def test_torchrun_train_and_evaluate_count_every_sample_once(tmp_path, monkeypat
         for key, value in metrics.items():
             assert two["scores"][name][key] == pytest.approx(value, abs=1e-6), (name, key)
     assert two["calibrated"] == pytest.approx(one["calibrated"])
-
-
-def test_accelerate_launch_train_equals_torchrun(tmp_path):
-    n_train, epochs, batch = 401, 2, 32
-    data, val = _blobs(tmp_path, 5, n_train, 101)  # odd sizes: ranks get unequal shares
-    args = ["train", *data, *val, "--epochs", epochs, "--lr", "3e-3", "-b", batch, "--dim", 8, "--cpu", "-q"]
-    _torchrun(*args, "--out", "torchrun", cwd=tmp_path)
-    _accelerate_launch(*args, "--out", "accelerate", cwd=tmp_path)
-    meta = {k: json.loads((tmp_path / k / "model.json").read_text()) for k in ("torchrun", "accelerate")}
-    steps = epochs * -(-(n_train // 2) // batch)  # each rank takes 200 samples, the last batch partial
-    assert meta["accelerate"]["steps"] == meta["torchrun"]["steps"] == steps
-    assert meta["accelerate"]["final_metrics"] == meta["torchrun"]["final_metrics"]
-    assert meta["accelerate"]["final_metrics"]["samples"] == 101  # validation counts every sample once
-    torchrun, accelerate = (load_file(tmp_path / k / "model.safetensors") for k in ("torchrun", "accelerate"))
-    assert torchrun.keys() == accelerate.keys()
-    for key in torchrun:
-        np.testing.assert_array_equal(accelerate[key], torchrun[key], err_msg=key)  # bit-identical weights
 
 
 _BN_SCRIPT = """
