@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check lscdistill tests benchmarks
 	$(BIN)/ruff format --check lscdistill tests benchmarks
 
+# two workers (pytest-xdist), each test file on one of them: a module's shared fixture (a trained run) is made once
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)
 	$(BIN)/lscdistill demo --overwrite  # writes ./lscdistill-demo (report.md, runs, stores, PNGs)

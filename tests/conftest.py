@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+
+# One intra-op thread per test process, and for the processes the tests start: `make test` runs two pytest workers
+# on two cores, and these small models only slow down when their threads compete. Set before torch is imported.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch
 from hypothesis import settings
 
+torch.set_num_threads(1)
 pytest.register_assert_rewrite("cli_runner")  # its assert shows the values, as in a test module
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)

@@ -53,6 +53,10 @@ def test_an_unexpected_error_inside_a_command_is_a_traceback_not_one_line(monkey
     with pytest.raises(type(error)) as raised:
         runner.invoke(app, ["plan", "-n", "100"], catch_exceptions=False)
     assert raised.value is error
+
+
+def test_an_unexpected_error_from_the_console_entry_point_is_a_traceback():
+    """The same through ``main()`` in a fresh process, as the ``lscdistill`` script runs it."""
     code = "import lscdistill.planner as p, lscdistill.cli as c; p.plan = lambda *a: {}['n_dim']; c.main()"
     out = subprocess.run([sys.executable, "-c", code, "plan", "-n", "100"], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" in out.stderr and "KeyError: 'n_dim'" in out.stderr

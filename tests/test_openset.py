@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -243,23 +240,6 @@ def test_a_run_without_calibration_says_so_and_writes_no_file(trained, tmp_path)
     assert info["open_set"]["scores"]["cosine"]["auroc"] > 0.5
 
 
-@pytest.mark.distributed
-def test_torchrun_evaluate_gathers_every_score_once(trained, tmp_path):
-    _, run, (vx, vy, ux) = trained
-    args = ["evaluate", run, "--features", vx, "--labels", vy, "--unseen-features", ux, "--json"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lscdistill"]
-    two = subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert two.returncode == 0, two.stderr
-    one = json.loads(cli_ok(*args).stdout)["open_set"]
-    two = json.loads(two.stdout)["open_set"]
-    assert (two["known_samples"], two["unseen_samples"]) == (200, 150)  # 100 + 100 and 75 + 75, none twice
-    for name, metrics in one["scores"].items():
-        for key, value in metrics.items():
-            assert two["scores"][name][key] == pytest.approx(value, abs=1e-6)
-    assert two["calibrated"] == pytest.approx(one["calibrated"])
-
-
 def test_the_openset_benchmark_runs_end_to_end_and_draws_its_picture(tmp_path):
     from benchmarks import bench_openset
 
@@ -268,7 +248,14 @@ def test_the_openset_benchmark_runs_end_to_end_and_draws_its_picture(tmp_path):
     )
     section = bench_openset.run(cfg, torch.device("cpu"))
     assert (tmp_path / "o.png").stat().st_size > 10_000
-    aurocs = [r["auroc"] for r in section.rows if r.get("score") == "cosine" and "auroc" in r]
-    assert len(aurocs) == 1 and 0.0 <= aurocs[0] <= 1.0
-    after = [r for r in section.rows if r.get("continual") == "after"]
-    assert {r["group"] for r in after} == {"classes 0-4", "classes 5-9"}
+    cosine = [r for r in section.rows if r.get("score") == "cosine" and "auroc" in r]
+    heads = {h["figure"]: h["value"] for h in section.headlines}
+    assert len(cosine) == 1 and heads["AUROC (cosine)"] == cosine[0]["auroc"]  # one seed: the median is its value
+    assert heads["FPR@95TPR (cosine)"] == cosine[0]["fpr_at_95tpr"]
+    continual = {(r["continual"], r["group"]): r for r in section.rows if "continual" in r}
+    assert set(continual) == {(when, g) for when in ("before", "after") for g in ("classes 0-4", "classes 5-9")}
+    # before: a run on classes 0-4 labels no sample of 5-9 right, and flags ~5% of the known validation data it was
+    # calibrated on (accept 0.95); after continuing on all ten classes, the new ones are learned
+    assert continual["before", "classes 5-9"]["top1"] == 0.0
+    assert continual["before", "classes 0-4"]["flag_rate"] == pytest.approx(0.05, abs=0.01)
+    assert continual["after", "classes 5-9"]["top1"] > 0.5

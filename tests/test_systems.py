@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import brute_nearest, cosine_of, min_dim, naive_vectors
+from conftest import SMALL_SYSTEMS, brute_nearest, cosine_of, min_dim, naive_vectors, system_id
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,11 +82,16 @@ def test_min_angle_matches_table1_and_brute_force(name, kwargs, angle, n):
         assert math.degrees(math.acos(min(1.0, g.max().item()))) == pytest.approx(angle, abs=1e-6)
 
 
-@pytest.mark.parametrize("n", range(2, 6))
-def test_min_angle_of_small_systems_matches_brute_force(small_system_spec, n):
-    name, kwargs = small_system_spec
-    if n < min_dim(name):
-        return  # the system does not exist there; covered by test_bad_input
+def _existing(dims) -> list:
+    """``(spec, n)`` for each small system and each of ``dims``, raised to the smallest dimension the system exists
+    in (below it: covered by test_bad_input), each pair once."""
+    cases = sorted({(i, max(n, min_dim(spec[0]))) for i, spec in enumerate(SMALL_SYSTEMS) for n in dims})
+    return [pytest.param(SMALL_SYSTEMS[i], n, id=f"{system_id(SMALL_SYSTEMS[i])}-{n}") for i, n in cases]
+
+
+@pytest.mark.parametrize(("spec", "n"), _existing(range(2, 6)))
+def test_min_angle_of_small_systems_matches_brute_force(spec, n):
+    name, kwargs = spec
     v = naive_vectors(name, n, **kwargs)
     g = v @ v.T
     g.fill_diagonal_(-2)
@@ -174,11 +179,9 @@ def _inputs(system, n: int, dtype: torch.dtype, seed: int) -> dict[str, torch.Te
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n", [2, 3, 5, 9])
-def test_nearest_matches_brute_force(small_system_spec, n, dtype):
-    name, kwargs = small_system_spec
-    if n < min_dim(name):
-        n = min_dim(name)  # smallest dimension the system exists in
+@pytest.mark.parametrize(("spec", "n"), _existing([2, 3, 5, 9]))
+def test_nearest_matches_brute_force(spec, n, dtype):
+    name, kwargs = spec
     for seed in (0, 1):
         system = create_system(name, n, seed=seed if seed else None, **kwargs)
         table = system.materialize(torch.float64)
@@ -196,22 +199,20 @@ def test_nearest_matches_brute_force(small_system_spec, n, dtype):
             assert (idx[zero] == 0).all() and (cos[zero] == 0).all()
 
 
-@given(
-    n=st.integers(3, 9),
-    which=st.sampled_from(range(8)),
-    data=st.lists(st.integers(-3, 3), min_size=9, max_size=9),
-    scale=st.sampled_from([1e-30, 1.0, 1e30]),
-)
-def test_nearest_property_lattice_rows(n, which, data, scale):
-    from conftest import SMALL_SYSTEMS
+@st.composite
+def _lattice_case(draw):
+    """A small system, a dimension it exists in, and a nonzero integer row of that length."""
+    name, kwargs = draw(st.sampled_from(SMALL_SYSTEMS))
+    n = draw(st.integers(max(3, min_dim(name)), 9))
+    row = draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n).filter(any))
+    return name, kwargs, n, row
 
-    name, kwargs = SMALL_SYSTEMS[which]
-    if n < min_dim(name):
-        return
+
+@given(case=_lattice_case(), scale=st.sampled_from([1e-30, 1.0, 1e30]))
+def test_nearest_property_lattice_rows(case, scale):
+    name, kwargs, n, row = case
     system = create_system(name, n, **kwargs)
-    z = torch.tensor(data[:n], dtype=torch.float64)[None] * scale
-    if not z.any():
-        return
+    z = torch.tensor(row, dtype=torch.float64)[None] * scale
     table = system.materialize(torch.float64)
     idx, _ = system.nearest(z)
     best, _ = brute_nearest(z / scale, table)
