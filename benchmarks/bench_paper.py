@@ -171,9 +171,8 @@ def _step_fits(spec: dict, batch: int) -> bool:
 
     n, ce = spec["n_classes"], spec["objective"] == "ce"
     try:
-        model = build_student(
-            {"architecture": spec["model"], "n_dim": spec["n_dim"], "n_head_classes": n if ce else None, "project": True}
-        )
+        head = n if ce else None
+        model = build_student({"architecture": spec["model"], "n_dim": spec["n_dim"], "n_head_classes": head, "project": True})
         centers = None
         if not ce:
             system = {"type": "system", "name": "an", "n_dim": spec["n_dim"], "seed": 0, "interpolations": 1}
