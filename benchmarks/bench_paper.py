@@ -171,8 +171,8 @@ def _step_fits(spec: dict, batch: int) -> bool:
 
     n, ce = spec["n_classes"], spec["objective"] == "ce"
     try:
-        head = n if ce else None
-        model = build_student({"architecture": spec["model"], "n_dim": spec["n_dim"], "n_head_classes": head, "project": True})
+        model_spec = {"architecture": spec["model"], "n_dim": spec["n_dim"], "project": True}
+        model = build_student(model_spec | {"n_head_classes": n if ce else None})
         centers = None
         if not ce:
             system = {"type": "system", "name": "an", "n_dim": spec["n_dim"], "seed": 0, "interpolations": 1}
