@@ -57,7 +57,7 @@ def _export_size(module: DecisionModule, meta: dict, path: Path) -> int:
 def _sizes(cfg: Config, section: Section, tmp: Path) -> None:
     n_dim = plan_dim(max(cfg.size_classes), "an", 1)
     system = create_system("an", n_dim, seed=0, interpolations=1)
-    spec = {"architecture": "mlp", "in_dim": cfg.in_dim, "hidden": 256, "dim": n_dim, "project": True}
+    spec = {"architecture": "mlp", "in_dim": cfg.in_dim, "hidden": 256, "n_dim": n_dim, "project": True}
     torch.manual_seed(0)
     model = build_student(spec).eval()
     meta = {"model": spec, "n_classes": 0}
@@ -86,7 +86,7 @@ def _sizes(cfg: Config, section: Section, tmp: Path) -> None:
 
 
 def _speed(cfg: Config, section: Section, device: torch.device, tmp: Path) -> None:
-    spec = {"architecture": cfg.model, "dim": 64, "project": True, "in_chans": 3}
+    spec = {"architecture": cfg.model, "n_dim": 64, "project": True, "in_chans": 3}
     torch.manual_seed(0)
     model = build_student(spec).to(device).eval()
     centers = SystemCenters(create_system("an", 64, seed=0), cfg.speed_classes)

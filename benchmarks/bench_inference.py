@@ -92,7 +92,7 @@ def _param_bytes(*modules: torch.nn.Module) -> int:
 def run(cfg: Config, device: torch.device) -> Section:
     section = Section(config=asdict(cfg))
     torch.manual_seed(0)
-    encoder = build_student({"architecture": "mlp", "in_dim": cfg.in_dim, "hidden": cfg.hidden, "dim": cfg.n_dim})
+    encoder = build_student({"architecture": "mlp", "in_dim": cfg.in_dim, "hidden": cfg.hidden, "n_dim": cfg.n_dim})
     encoder = encoder.to(device).eval()
     x = torch.randn(cfg.batch, cfg.in_dim, generator=torch.Generator().manual_seed(1)).to(device)
     roots = cfg.n_dim * (cfg.n_dim + 1)

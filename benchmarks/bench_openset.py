@@ -163,7 +163,7 @@ def _run(cfg: Config, root: Path, section: Section) -> None:
 
 def _dataset(cfg: Config, root: Path, p: dict[str, str], section: Section, dataset: str) -> dict[str, Any]:
     """Every center kind and seed on one dataset; returns the run that continual learning continues."""
-    kinds: list[tuple[str, Any]] = [(f"A_{d}r", {"system": "an", "dim": d}) for d in cfg.dims]
+    kinds: list[tuple[str, Any]] = [(f"A_{d}r", {"system": "an", "n_dim": d}) for d in cfg.dims]
     kinds += [("class means", None)] * cfg.means
     first: dict[str, Any] = {}
     for kind, kw in kinds:
@@ -183,7 +183,7 @@ def _dataset(cfg: Config, root: Path, p: dict[str, str], section: Section, datas
             section.notes.append(
                 f"{label} seed {seed}: val top-1 {result['top1']:.3f}, {time.perf_counter() - start:.1f} s"
             )
-            if seed == cfg.seeds[0] and kw is not None and kw["dim"] == cfg.continual_dim:
+            if seed == cfg.seeds[0] and kw is not None and kw["n_dim"] == cfg.continual_dim:
                 first = {"label": label, "run": run, "kw": kw_seed, "seed": seed}
         spread = {"value": statistics.median(aurocs), "low": min(aurocs), "high": max(aurocs)}
         section.headlines.append(

@@ -9,9 +9,9 @@ the paper's numbers.
   head), AdamW, and running two training steps (AdamW allocates its state in the first) on random images; the
   probe fits when its peak resident memory above where it started stays within ``cap_mib`` (see :func:`worker`).
   The paper's cap is a 40 GB A100 with ViT-B
-  (768-wide embedding); ours is a small CPU model whose embedding width ``dim`` is chosen so that CE's head, its
+  (768-wide embedding); ours is a small CPU model whose embedding width ``n_dim`` is chosen so that CE's head, its
   gradient and AdamW state (16 bytes per parameter) fill the cap at the same n_classes as the paper's do:
-  ``16 x 768 x n = 40 GB`` at n = 3.3M, ``16 x dim x n = cap`` at n = 3.3M for the default dim and cap.
+  ``16 x 768 x n = 40 GB`` at n = 3.3M, ``16 x n_dim x n = cap`` at n = 3.3M for the default n_dim and cap.
 - **Table 5** (cos vs dist vs cos+dist at dim 9 and 512, 84 classes) and **§5.1 / Figure 6 at 84 classes** (the
   planar system under both readings of "cluster size halves"): :mod:`benchmarks.bench_paper_losses`.
 - **§6.5** (distillation into a smaller student of another architecture through class means):
@@ -59,7 +59,7 @@ class Config:
     # Table 10
     cap_mib: int = 1536  # peak resident memory a training step may add
     model: str = "test_resnet"
-    dim: int = 32  # embedding width (the CE head's input): 16 B x 32 x 3.1M classes = the cap, as for ViT-B
+    n_dim: int = 32  # embedding width (the CE head's input): 16 B x 32 x 3.1M classes = the cap, as for ViT-B
     img_size: int = 128
     batch_classes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
     lsc_classes: tuple[int, ...] = (1_000, 33_792)  # generated centers: A_32 + 1 interpolation holds 33,792
@@ -124,7 +124,7 @@ def count_params(model: str, n_classes: int | None, project: bool | str) -> tupl
 
     with torch.device("meta"):
         student = build_student({"architecture": model, "n_head_classes": n_classes, "project": project})
-    return sum(p.numel() for p in student.parameters()), student.dim
+    return sum(p.numel() for p in student.parameters()), student.n_dim
 
 
 def table9(cfg: Config, section: Section) -> None:
@@ -171,12 +171,11 @@ def _step_fits(spec: dict, batch: int) -> bool:
 
     n, ce = spec["n_classes"], spec["objective"] == "ce"
     try:
-        model = build_student(
-            {"architecture": spec["model"], "dim": spec["dim"], "n_head_classes": n if ce else None, "project": True}
-        )
+        model_spec = {"architecture": spec["model"], "n_dim": spec["n_dim"], "project": True}
+        model = build_student(model_spec | {"n_head_classes": n if ce else None})
         centers = None
         if not ce:
-            system = {"type": "system", "name": "an", "n_dim": spec["dim"], "seed": 0, "interpolations": 1}
+            system = {"type": "system", "name": "an", "n_dim": spec["n_dim"], "seed": 0, "interpolations": 1}
             centers = create_centers({"type": "store", "path": spec["store"]} if spec.get("store") else system, n)
         loss_fn = torch.nn.CrossEntropyLoss() if ce else CosineLoss()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -260,11 +259,11 @@ def _make_store(path: Path, n: int, dim: int) -> None:
 
 def _points(cfg: Config, tmp: Path):
     """``(method, n_classes, worker spec)`` of every Table 10 point; a store is written for store-backed ones."""
-    common = {k: getattr(cfg, k) for k in ("cap_mib", "model", "dim", "img_size", "max_batch", "tolerance")}
+    common = {k: getattr(cfg, k) for k in ("cap_mib", "model", "n_dim", "img_size", "max_batch", "tolerance")}
     for n in cfg.lsc_classes:
         yield "lsc", n, {"objective": "lsc", "n_classes": n, **common}
     for n in cfg.lsc_store_classes:
-        _make_store(tmp / f"means-{n}.h5", n, cfg.dim)
+        _make_store(tmp / f"means-{n}.h5", n, cfg.n_dim)
         yield "lsc-store", n, {"objective": "lsc", "n_classes": n, "store": str(tmp / f"means-{n}.h5"), **common}
         (tmp / f"means-{n}.h5").unlink()
     for n in cfg.batch_classes:
@@ -281,8 +280,8 @@ def table10(cfg: Config, section: Section) -> None:
         if method == "ce" and lsc:
             section.headlines.append(headline("CE / LSC largest batch under the cap", batch / lsc, n_classes=n))
     section.notes.append(
-        f"table 10: CE's head + gradient + AdamW state = 16 x {cfg.dim} x n bytes fills the {cfg.cap_mib} MiB cap at "
-        f"{cfg.cap_mib * 2**20 / (16 * cfg.dim):,.0f} classes (the paper's ViT-B on 40 GB: 3.3M)"
+        f"table 10: CE's head + gradient + AdamW state = 16 x {cfg.n_dim} x n bytes fills the {cfg.cap_mib} MiB cap at "
+        f"{cfg.cap_mib * 2**20 / (16 * cfg.n_dim):,.0f} classes (the paper's ViT-B on 40 GB: 3.3M)"
     )
 
 
@@ -290,7 +289,7 @@ def _table10_row(cfg: Config, section: Section, found: dict, method: str, n: int
     start = time.perf_counter()
     out = _point(spec)
     seconds = time.perf_counter() - start
-    case = f"table10 {cfg.model} {cfg.img_size}px dim {cfg.dim}, cap {cfg.cap_mib} MiB"
+    case = f"table10 {cfg.model} {cfg.img_size}px dim {cfg.n_dim}, cap {cfg.cap_mib} MiB"
     row = {"n_classes": n, "case": case, "method": method, "time_s": None, "seconds": seconds}
     if "error" in out:
         section.rows.append(row | {"max_batch": None, "note": f"worker failed: {out['error']}"})

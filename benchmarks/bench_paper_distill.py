@@ -9,7 +9,7 @@ The paper trains an encoder (9m parameters) toward the CEembs (class means of th
    of the teacher: no teacher forward pass during the student's training);
 3. the students, an MLP on the digits' 64 pixels (``train --features``: no convolution at all), each seed:
    ``--centers means.h5`` (distilled), ``--objective ce`` (the same MLP with a linear head, no teacher), and
-   ``--dim 512`` toward generated A_nr centers (same width as the means, no teacher);
+   ``--n-dim 512`` toward generated A_nr centers (same width as the means, no teacher);
 
 every saved model scored in eval mode on ``digits:val``, with its parameter count.
 
@@ -29,7 +29,7 @@ from .bench_paper_losses import cli, n_params, spread, top1, train_run
 STUDENTS = {  # method -> train flags beside the features
     "means": lambda means: ["--centers", means],
     "ce": lambda means: ["--objective", "ce"],
-    "A_nr": lambda means: ["--dim", 512],
+    "A_nr": lambda means: ["--n-dim", 512],
 }
 
 

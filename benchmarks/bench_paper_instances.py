@@ -9,7 +9,7 @@ interpolated level (§3.2.1) adds the centers. Here, with the CLI as a user runs
   one file (:func:`benchmarks.realdata.write_mnist_singles`), trained with ``--instance-labels`` (every image its
   own class) and ``--aug light`` (a new random crop of every image in every epoch: the model cannot memorize a
   fixed input);
-- model: timm's ``test_resnet`` at 28 px (0.37M parameters), ``--dim 31``: A_31's 992 roots play A_384's 147,840,
+- model: timm's ``test_resnet`` at 28 px (0.37M parameters), ``--n-dim 31``: A_31's 992 roots play A_384's 147,840,
   so the points are 100 / 500 / 992 (every root) / 2,000 (992 roots + 1,008 vectors of the interpolated level,
   ``--interpolations 1``), the same epochs at every point, the CLI's optimizer defaults (the paper lowered the
   learning rate to 1e-5 on the interpolated level; we do not);
@@ -72,7 +72,7 @@ def run(cfg, section: Section, tmp: Path) -> None:
         level = int(n > roots)  # the interpolated level only where the roots run out, as in the paper
         out, cpu = tmp / f"table8-{n}", child_cpu_seconds()
         seconds = train_run(out, "--data", split.train, "--instance-labels", "-m", cfg.instance_model, "--img-size",
-                            cfg.instance_img_size, "--dim", cfg.instance_dim, "--interpolations", level, *AUGMENT,
+                            cfg.instance_img_size, "--n-dim", cfg.instance_dim, "--interpolations", level, *AUGMENT,
                             "--epochs", cfg.instance_epochs, "--seed", seed, threads=cfg.threads)  # fmt: skip
         cpu = child_cpu_seconds() - cpu
         scored = tmp / f"table8-{n}.npz"

@@ -6,11 +6,11 @@ split 4,000 / 1,000 by a seeded permutation. Every model is ``lscdistill train -
 run as a user would, with the CLI's defaults and the same epochs for every cell; each saved model is scored in eval
 mode on the training and validation features (the paper's Table 5 and Figure 6 report *training* accuracy).
 
-- **Table 5**: ``--loss cos | dist | cos+dist`` toward generated A_nr centers at ``--dim 9`` (A_9 holds all 84
-  classes without interpolation) and ``--dim 512``, for every seed, with the CLI's optimizer defaults and with
+- **Table 5**: ``--loss cos | dist | cos+dist`` toward generated A_nr centers at ``--n-dim 9`` (A_9 holds all 84
+  classes without interpolation) and ``--n-dim 512``, for every seed, with the CLI's optimizer defaults and with
   the paper's (AdamW 1e-4, constant: :data:`PAPER_OPTIMIZER`).
 - **§5.1 / Figure 6**: 2-D planar centers (4 directions at radius 5, doubled by rotation: 5 doublings hold 128
-  directions, of which the first 84 are used) with ``--loss dist``: ``--system planar --interpolations 5 --dim 2``,
+  directions, of which the first 84 are used) with ``--loss dist``: ``--system planar --interpolations 5 --n-dim 2``,
   the library's reading of "for each copying-by-rotation operation the cluster size is also reduced by the factor
   of two": every doubling halves *every* cluster, so all 84 classes have r_c = 1 / 32 (``halving="all"``). The
   other reading (only the new classes' clusters halve, ``halving="level"``) was the default until this benchmark
@@ -146,7 +146,7 @@ def _table5_cell(cfg, section: Section, task: dict[str, str], tmp: Path, cell: t
     optimizer, dim, loss = cell
     out = tmp / f"t5-{optimizer}-{dim}-{loss}-{seed}"
     flags = PAPER_OPTIMIZER if optimizer == "paper" else []
-    seconds = train_run(out, *_train_args(task, cfg.loss_epochs, seed), "--dim", dim, "--loss", loss, *flags,
+    seconds = train_run(out, *_train_args(task, cfg.loss_epochs, seed), "--n-dim", dim, "--loss", loss, *flags,
                         threads=cfg.threads)  # fmt: skip
     scores = _scores(out, task)
     paper = PAPER_TABLE5.get((dim, loss))
@@ -173,7 +173,7 @@ def planar_radii(n_classes: int) -> np.ndarray:
 def planar(cfg, section: Section, task: dict[str, str], tmp: Path) -> None:
     n, reading = cfg.kmeans_classes, "all"
     radii = planar_radii(n)
-    flags = ["--system", "planar", "--interpolations", PLANAR_DOUBLINGS, "--dim", 2, "--loss", "dist"]
+    flags = ["--system", "planar", "--interpolations", PLANAR_DOUBLINGS, "--n-dim", 2, "--loss", "dist"]
     found: dict[float, list[float]] = {}
     pictured: dict[str, tuple[Path, np.ndarray]] = {}
     for clip in cfg.planar_clips:

@@ -39,7 +39,7 @@ RUNS: dict[str, dict[str, dict[str, Any]]] = {
         "ce": {"objective": "ce"},
         "lsc-anr": {},
         "lsc-snapped": {"centers": "snapped"},
-        "lsc-plan-dim": {"dim": "plan"},
+        "lsc-plan-dim": {"n_dim": "plan"},
         "lsc-v21": {"system": "v21"},
         "ce-paper-opt": {"objective": "ce", **PAPER_OPT},
         "lsc-anr-paper-opt": PAPER_OPT,
@@ -50,7 +50,7 @@ RUNS: dict[str, dict[str, dict[str, Any]]] = {
         "lsc-ceembs": {"centers": "means"},
     },
     "table4": {
-        "ce-dim3": {"objective": "ce", "dim": 3},
+        "ce-dim3": {"objective": "ce", "n_dim": 3},
         "lsc-ceembs-dim3": {"centers": "means3"},
         "lsc-ceembs-dim3-mixed": {"centers": "means3-mixed"},
     },
@@ -197,8 +197,8 @@ def _fields(spec: dict[str, Any], stores: dict[str, str], n_classes: int, extra:
     fields = extra | spec
     if "centers" in fields:
         fields["centers"] = stores[fields["centers"]]
-    if fields.get("dim") == "plan":
-        fields["dim"] = plan_dim(n_classes, fields.get("system", "an"))
+    if fields.get("n_dim") == "plan":
+        fields["n_dim"] = plan_dim(n_classes, fields.get("system", "an"))
     return fields
 
 

@@ -64,7 +64,7 @@ def worker(spec: dict) -> dict:
     torch.manual_seed(0)
     n, kind = spec["n_classes"], spec["kind"]
     base = peak_rss_bytes() if device.type == "cpu" else 0  # Python + torch + timm, before anything of the case
-    model = build_student({"architecture": spec["model"], "dim": DIM, "n_head_classes": n if kind == "ce" else None})
+    model = build_student({"architecture": spec["model"], "n_dim": DIM, "n_head_classes": n if kind == "ce" else None})
     model = model.to(device)
     if kind == "lsc-system":
         centers = create_centers({"type": "system", "name": "an", "n_dim": DIM, "seed": 0, "interpolations": 1}, n)

@@ -35,7 +35,7 @@ class DemoConfig:
     epochs: int = opt(15, "Epochs of every training run.", min=1)
     batch_size: int = opt(64, "Batch size.", "--batch-size", "-b", min=1)
     lr: float | None = opt(None, "AdamW learning rate (default: train's, 3e-3 lsc / 1e-3 ce).")
-    dim: int | None = opt(None, "Dim of the A_nr student (default: the model's width).", min=2)
+    n_dim: int | None = opt(None, "n_dim of the A_nr student (default: the model's width).", "--n-dim", "--dim", min=2)
     seed: int = opt(0, "Data order, initialisation and the A_nr shuffle key.")
     aug: str = opt("none", "Training augmentation of every run, as train's --aug (e.g. light, randaugment).")
     mixup: float = opt(0.0, "Mixup alpha of every run, as train's --mixup (e.g. 0.2); 0: off.", min=0.0)

@@ -108,10 +108,10 @@ def _latent_figures(
             return run_train(cfg).run_dir, val
 
         # planar in index order: the first 4 classes at 90 degrees, then 45, then 22.5 (the paper's 2-D system)
-        planar = {"system": "planar", "dim": 2, "interpolations": 2, "seed_system": None, "loss": "dist"}
+        planar = {"system": "planar", "n_dim": 2, "interpolations": 2, "seed_system": None, "loss": "dist"}
         run_2d, val = train("latent-2d", 10, **planar)
         paths = [plot_latent(run_2d, val, out_dir / "latent-2d.png").path]
-        run_3d, val = train("latent-3d", 10, system="an", dim=3, seed_system=seed, loss="cos")
+        run_3d, val = train("latent-3d", 10, system="an", n_dim=3, seed_system=seed, loss="cos")
         paths.append(plot_latent(run_3d, val, out_dir / "latent-3d.png").path)
         first, _ = train("continual-5", 5, **planar)
         second, val = train("continual-9", 9, init_from=str(first), **planar)

@@ -130,7 +130,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     if isinstance(data, FeatureData):
         n_dim = data.n_dim
     else:
-        n_dim = model.dim if isinstance(model, Student) else int(model.num_features)
+        n_dim = model.n_dim if isinstance(model, Student) else int(model.num_features)
     selected = select_indices(data.labels, limit_per_class=cfg.limit_per_class, shard=cfg.shard)
     mine = selected[accelerator.process_index :: accelerator.num_processes]
     if model is not None:

@@ -206,24 +206,24 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.E
 
 
 class Student(nn.Module):
-    """Backbone (timm, ``num_classes=0``, or :class:`MLP`) -> optional linear projection to ``dim`` -> optional
+    """Backbone (timm, ``num_classes=0``, or :class:`MLP`) -> optional linear projection to ``n_dim`` -> optional
     linear classifier head (``n_classes``, only for the cross-entropy objective).
 
     ``embed(x)`` is what LSC trains toward the class centers (and what ``extract`` reads from a CE teacher run):
     the backbone's pre-logits features, through the projection. ``project`` says when there is one:
 
-    - ``"linear"`` (or ``True``): always a ``Linear(width, dim)``. ``lscdistill train`` uses it for LSC students
+    - ``"linear"`` (or ``True``): always a ``Linear(width, n_dim)``. ``lscdistill train`` uses it for LSC students
       by default: pooled CNN features come after a ReLU (and the MLP's after a GELU), so without a linear layer they
       cannot have the negative coordinates of an A_n root (cosine stalls at 1/sqrt(2)).
-    - ``"auto"`` (or ``False``): only when ``dim`` differs from the backbone's width.
-    - ``"none"``: never; ``dim`` must equal the width. For backbones whose features can already take either sign,
+    - ``"auto"`` (or ``False``): only when ``n_dim`` differs from the backbone's width.
+    - ``"none"``: never; ``n_dim`` must equal the width. For backbones whose features can already take either sign,
       e.g. a ViT's final LayerNorm output (the paper's Table 9 ViT-S has no extra layer).
 
-    The projection's size is ``width x dim`` (+ ``dim``), independent of the number of classes.
+    The projection's size is ``width x dim`` (+ ``n_dim``), independent of the number of classes.
     """
 
     def __init__(
-        self, backbone: nn.Module, dim: int | None = None, n_classes: int | None = None, project: bool | str = False
+        self, backbone: nn.Module, n_dim: int | None = None, n_classes: int | None = None, project: bool | str = False
     ) -> None:
         super().__init__()
         mode = {True: "linear", False: "auto"}.get(project, project) if isinstance(project, bool) else project
@@ -231,15 +231,15 @@ class Student(nn.Module):
             raise ValueError(f"projection layer must be one of {', '.join(PROJECTIONS)}, got {project!r}")
         self.backbone = backbone
         width = int(backbone.num_features)
-        self.dim = int(dim or width)
-        if mode == "none" and self.dim != width:
+        self.n_dim = int(n_dim or width)
+        if mode == "none" and self.n_dim != width:
             raise ValueError(
-                f"no projection layer: the embedding is the backbone's output, {width} wide, but dim is {self.dim} "
-                f"(use --dim {width}, or a linear projection layer)"
+                f"no projection layer: the embedding is the backbone's output, {width} wide, but n_dim is "
+                f"{self.n_dim} (use --n-dim {width}, or a linear projection layer)"
             )
-        linear = mode == "linear" or (mode == "auto" and self.dim != width)
-        self.proj = nn.Linear(width, self.dim) if linear else nn.Identity()
-        self.head = nn.Linear(self.dim, n_classes) if n_classes else None
+        linear = mode == "linear" or (mode == "auto" and self.n_dim != width)
+        self.proj = nn.Linear(width, self.n_dim) if linear else nn.Identity()
+        self.head = nn.Linear(self.n_dim, n_classes) if n_classes else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         b = self.backbone
@@ -247,7 +247,7 @@ class Student(nn.Module):
         return self.proj(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``[B, dim]`` (LSC), or logits ``[B, n_classes]`` when the student has a head (CE)."""
+        """Embeddings ``[B, n_dim]`` (LSC), or logits ``[B, n_classes]`` when the student has a head (CE)."""
         z = self.embed(x)
         return z if self.head is None else self.head(z)
 
@@ -255,7 +255,7 @@ class Student(nn.Module):
 def build_student(spec: dict[str, Any]) -> Student:
     """A student from its description (``model.json``'s ``model`` entry): ``architecture`` (timm name or
     ``mlp``), ``in_dim`` (mlp), ``hidden`` (mlp), ``in_chans``, ``kwargs`` (more ``timm.create_model`` arguments),
-    ``dim``, ``n_head_classes``, ``project`` (``True``/``"linear"``, ``False``/``"auto"`` or ``"none"``: see
+    ``n_dim``, ``n_head_classes``, ``project`` (``True``/``"linear"``, ``False``/``"auto"`` or ``"none"``: see
     :class:`Student`)."""
     arch, kwargs = spec["architecture"], dict(spec.get("kwargs") or {})
     if arch == "mlp":
@@ -272,7 +272,12 @@ def build_student(spec: dict[str, Any]) -> Student:
             raise ValueError(f"unknown timm model {arch!r}: {exc}") from None
         except TypeError as exc:  # a keyword the architecture does not take
             raise ValueError(f"timm model {arch!r} does not take the keyword arguments {kwargs}: {exc}") from None
-    return Student(backbone, spec.get("dim"), spec.get("n_head_classes"), spec.get("project", False))
+    return Student(backbone, spec_n_dim(spec), spec.get("n_head_classes"), spec.get("project", False))
+
+
+def spec_n_dim(spec: dict[str, Any]) -> int | None:
+    """A model description's embedding size (``n_dim``; ``dim`` in runs written before the name was unified)."""
+    return spec.get("n_dim", spec.get("dim"))
 
 
 def save_run_model(run_dir: str | os.PathLike, model: Student, meta: dict[str, Any]) -> None:

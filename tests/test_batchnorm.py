@@ -139,7 +139,7 @@ def test_resnet18_at_32px_on_real_digits_works_in_eval_mode(tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((run / "model.json").read_text())
     bn = meta["batchnorm"]
-    n_layers = len(batchnorm_layers(build_student({"architecture": "resnet18", "dim": 8})))
+    n_layers = len(batchnorm_layers(build_student({"architecture": "resnet18", "n_dim": 8})))
     assert bn["recomputed"] and bn["layers"] == n_layers and bn["samples"] == bn["batches"] * bn["batch_size"] > 0
     check = bn["mode_check"]
     assert check["samples"] == 10 * per_class // 64 * 64  # whole batches of 64

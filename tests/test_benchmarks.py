@@ -186,7 +186,7 @@ def test_paper_benchmark_counts_parameters_and_bisects_batches_under_a_cap(tmp_p
     (16 B x 8 x 10M = 1.2 GiB of state) does not fit a 64 MiB cap at any batch."""
     tiny = {"models": ("test_vit",), "param_classes": (10, 1000), "lsc_classes": (10,), "lsc_store_classes": ()}
     tiny |= {"experiments": ("table9", "table10")}
-    tiny |= {"batch_classes": (10_000_000,), "cap_mib": 64, "dim": 8, "img_size": 64, "max_batch": 8}
+    tiny |= {"batch_classes": (10_000_000,), "cap_mib": 64, "n_dim": 8, "img_size": 64, "max_batch": 8}
     payload = run_suite(
         ("paper",),
         device="cpu",
@@ -262,7 +262,7 @@ def test_paper_training_mixed_labels_permute_the_teachers_class_means(tmp_path):
     from lscdistill.stores.reader import open_store
 
     data = features("digits", tmp_path / "data", limit=10)
-    train(tmp_path / "ce", data, 0, 1, objective="ce", dim=3)
+    train(tmp_path / "ce", data, 0, 1, objective="ce", n_dim=3)
     stores = teacher_stores(tmp_path / "ce", data, tmp_path, "m3", mixed=True)
     read = {}
     for key in ("m3", "m3-mixed"):

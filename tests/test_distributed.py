@@ -109,7 +109,7 @@ def test_torchrun_and_accelerate_launch_train_alike_and_evaluate_counts_every_sa
     counts every sample once, the open-set report too (every known and unseen score gathered once)."""
     n_train, epochs, batch = 601, 3, 32
     data, val = _blobs(tmp_path, 4, n_train, 201, n_unseen=151)  # odd sizes: ranks get unequal shares
-    args = ["train", *data, *val, "--epochs", epochs, "--lr", "3e-3", "-b", batch, "--dim", 8, "--cpu", "-q"]
+    args = ["train", *data, *val, "--epochs", epochs, "--lr", "3e-3", "-b", batch, "--n-dim", 8, "--cpu", "-q"]
     _torchrun(*args, "--out", "run", cwd=tmp_path)
     _accelerate_launch(*args, "--out", "accelerate", cwd=tmp_path)
     meta = {k: json.loads((tmp_path / k / "model.json").read_text()) for k in ("run", "accelerate")}
@@ -151,7 +151,7 @@ rank = int(os.environ.get("RANK", "0"))
 if world > 1:
     torch.distributed.init_process_group("gloo")
 torch.manual_seed(0)
-model = build_student({"architecture": "test_resnet", "dim": 8, "project": True})
+model = build_student({"architecture": "test_resnet", "n_dim": 8, "project": True})
 data = load_images("digits:val", Preprocess(32, (0.5,) * 3, (0.5,) * 3))
 idx, bs, total = _bn_indices(len(data), TrainConfig(out="x", batch_size=16, bn_batches=6, seed=1), 5, rank, world)
 n = recompute_batchnorm(model, (x for x, _, _ in data.batches(idx, bs)), world=world)
@@ -178,7 +178,7 @@ def test_torchrun_batchnorm_statistics_are_the_same_on_every_rank_and_as_one_pro
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run([*cmd, script, tmp_path / "bn"], check=True, env=env, timeout=180, capture_output=True)
     one, r0, r1 = (torch.load(tmp_path / f"bn-{w}-{r}.pt") for w, r in ((1, 0), (2, 0), (2, 1)))
-    n_layers = len(batchnorm_layers(build_student({"architecture": "test_resnet", "dim": 8, "project": True})))
+    n_layers = len(batchnorm_layers(build_student({"architecture": "test_resnet", "n_dim": 8, "project": True})))
     assert one.keys() == r0.keys() == r1.keys() and len(one) == 2 * n_layers > 0
     for k in one:
         torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)

@@ -146,7 +146,7 @@ def test_size_of_an_export_with_generated_centers_does_not_grow_with_the_classes
     system = create_system("an", 128, seed=0, interpolations=1)  # 2,113,536 vectors, 16,512 of them roots
     sizes = {}
     for n in (10, len(system)):
-        model = Student(MLP(32, 64), dim=128, project=True)
+        model = Student(MLP(32, 64), n_dim=128, project=True)
         module = DecisionModule(model, SystemCenters(system, n), None)
         meta = {"model": {"in_dim": 32, "architecture": "mlp"}, "n_classes": n}
         export_module(module, example_inputs(module, meta), tmp_path / f"{n}.pt2", describe(meta, module))

@@ -134,7 +134,7 @@ def _blobs(path, name, classes, n, seed, dim=16):
     return path / f"{name}_x.npy", path / f"{name}_y.npy"
 
 
-FAST = ["--lr", "3e-3", "--epochs", "4", "-b", "32", "-q", "--hidden", "64", "--dim", "8"]
+FAST = ["--lr", "3e-3", "--epochs", "4", "-b", "32", "-q", "--hidden", "64", "--n-dim", "8"]
 
 
 @pytest.fixture(scope="module")

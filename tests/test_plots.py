@@ -58,7 +58,7 @@ def _train(out: Path, paths: dict[str, str], **kw) -> Path:
         torch.set_num_threads(threads)
 
 
-PLANAR = {"system": "planar", "dim": 2, "interpolations": 1, "seed_system": None}  # 8 directions, 45 degrees apart
+PLANAR = {"system": "planar", "n_dim": 2, "interpolations": 1, "seed_system": None}  # 8 directions, 45 degrees apart
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,17 @@ def _params(module: torch.nn.Module) -> int:
     ],
 )
 def test_student_projection_modes(project, dim, linear):
-    student = build_student({"architecture": "test_vit", "project": project, "dim": dim})
+    student = build_student({"architecture": "test_vit", "project": project, "n_dim": dim})
     width = student.backbone.num_features
     assert isinstance(student.proj, torch.nn.Linear) == linear
-    assert _params(student) == _params(student.backbone) + (width * student.dim + student.dim if linear else 0)
+    assert _params(student) == _params(student.backbone) + (width * student.n_dim + student.n_dim if linear else 0)
     z = student.eval()(torch.randn(2, 3, 32, 32))
     assert z.shape == (2, dim or width)
 
 
 def test_no_projection_needs_the_backbone_width():
-    with pytest.raises(ValueError, match=r"no projection layer: .* 64 wide, but dim is 9 \(use --dim 64"):
-        build_student({"architecture": "test_vit", "project": "none", "dim": 9})
+    with pytest.raises(ValueError, match=r"no projection layer: .* 64 wide, but n_dim is 9 \(use --n-dim 64"):
+        build_student({"architecture": "test_vit", "project": "none", "n_dim": 9})
     with pytest.raises(ValueError, match="projection layer must be one of auto, linear, none"):
         Student(torch.nn.Identity(), project="conv")
 
@@ -63,7 +63,7 @@ def test_train_without_projection_layer_and_its_errors(tmp_path):
     model, _ = load_run_model(run)
     assert isinstance(model.proj, torch.nn.Identity) and not any(k.startswith("proj.") for k in model.state_dict())
     for extra, message in (
-        (["--projection-layer", "none", "--dim", "9"], "no projection layer"),
+        (["--projection-layer", "none", "--n-dim", "9"], "no projection layer"),
         (["--projection-layer", "conv"], "--projection-layer must be one of auto, linear, none"),
     ):
         bad = tmp_path / "bad"
@@ -88,7 +88,7 @@ def test_signed_features_follow_the_last_layer(architecture, signed):
 @pytest.mark.parametrize(("dim", "project"), [(None, "none"), (9, True)])
 def test_auto_drops_the_layer_for_a_vit_at_its_width(tmp_path, dim, project):
     args = ["train", "--model", "test_vit", "--data", "digits:val", "--epochs", "1", "-b", "64", "-q"]
-    args += ["--dim", str(dim)] if dim else []
+    args += ["--n-dim", str(dim)] if dim else []
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "model.json").read_text())["model"]["project"] == project

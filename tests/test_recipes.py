@@ -67,7 +67,7 @@ def test_planner_recipe_uses_the_planners_minimum_dim():
     recipe = load_recipe(ROOT / "recipes" / "planner-min-dim.yaml")
     assert plan(recipe.vars["n_classes"], "an", 1).n_dim == recipe.vars["min_dim"] == 109
     assert [plan(n, "an", 1).n_dim for n in (300_000, 600_000)] == [67, 85]  # the numbers its comments give
-    assert [s.config.dim for s in recipe.steps if s.kind == "train"] == [109, 384]
+    assert [s.config.n_dim for s in recipe.steps if s.kind == "train"] == [109, 384]
     assert [s.config.instance_labels for s in recipe.steps if s.kind == "evaluate"] == [True, True]
 
 
@@ -229,7 +229,7 @@ def test_demo_options_set_the_demo_recipes_vars():
 
     demo = load_recipe(ROOT / "recipes" / "demo.yaml")
     assert list(demo.vars) == [f.name for f in dataclasses.fields(DemoConfig)]
-    cfg = DemoConfig(out=Path("a b: c"), epochs=2, lr=1e-3, dim=5, seed=3, aug="light", pictures=False, quiet=True)
+    cfg = DemoConfig(out=Path("a b: c"), epochs=2, lr=1e-3, n_dim=5, seed=3, aug="light", pictures=False, quiet=True)
     recipe = demo_recipe(cfg)
     assert [s.kind for s in recipe.steps] == ["train", "extract", "snap", *["train"] * 3, *["evaluate"] * 4, "report"]
     trains = [s.config for s in recipe.steps if s.kind == "train"]
@@ -239,7 +239,7 @@ def test_demo_options_set_the_demo_recipes_vars():
     assert {(t.epochs, t.lr, t.seed, t.aug, t.quiet) for t in trains} == {(2, 1e-3, 3, "light", True)}
     assert [t.objective for t in trains] == ["ce", "lsc", "lsc", "lsc"]
     assert [t.centers for t in trains] == [None, "a b: c/stores/teacher-means.h5", "a b: c/stores/snapped.h5", None]
-    assert (trains[3].dim, trains[3].seed_system, recipe.steps[2].config.seed_system) == (5, 3, 3)
+    assert (trains[3].n_dim, trains[3].seed_system, recipe.steps[2].config.seed_system) == (5, 3, 3)
     report = recipe.steps[-1].config
     assert (str(report.out), report.pictures, report.seed, len(report.centers)) == ("a b: c", False, 3, 4)
     with pytest.raises(ValueError, match="declares no var 'epoch'"):

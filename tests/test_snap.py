@@ -283,11 +283,11 @@ def test_pca_reduction_round_trips_through_the_store(tmp_path):
     g = torch.Generator().manual_seed(6)
     means = torch.randn(200, 32, generator=g) @ torch.randn(32, 32, generator=g) + 3.0  # anisotropic, offset
     src = _store(tmp_path / "means.h5", means)
-    args = ["snap", str(src), "--dim", "14", "--reduce", "pca", "--method", "exact", "--out", str(tmp_path / "s.h5")]
+    args = ["snap", str(src), "--n-dim", "14", "--reduce", "pca", "--method", "exact", "--out", str(tmp_path / "s.h5")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     with open_store(tmp_path / "s.h5") as s:
-        assert s.n_dim == 14 and json.loads(s.attrs["reduce"])["dim"] == 14
+        assert s.n_dim == 14 and json.loads(s.attrs["reduce"])["n_dim"] == 14
         mean, components = s.dataset("pca_mean")[:], s.dataset("pca_components")[:]
         reduced = torch.from_numpy((means.double().numpy() - mean) @ components.T)
         system = load_system(s)
@@ -323,7 +323,7 @@ def _bad_inputs(tmp_path):
     big = np.random.default_rng(1).normal(size=(50, 6))  # A_6 has 42 roots
     return {
         "too many classes": (_store(tmp_path / "big.h5", big), [], f"n_dim >= {plan_dim(50)}"),
-        "dimension mismatch": (_store(tmp_path / "a.h5", ok), ["--dim", "4"], "pass --reduce pca"),
+        "dimension mismatch": (_store(tmp_path / "a.h5", ok), ["--n-dim", "4"], "pass --reduce pca"),
         "nan means": (_store(tmp_path / "nan.h5", nan), [], "NaN or Inf (classes [4])"),
         "partial store": (_store(tmp_path / "p.h5", ok, kind="partial"), [], "'partial' store"),
         "snapped store": (_store(tmp_path / "s.h5", ok, kind="snapped"), [], "'snapped' store"),

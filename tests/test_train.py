@@ -60,14 +60,14 @@ FAST = ["--lr", "3e-3", "--epochs", "4", "-b", "32", "-q", "--hidden", "64"]
 def test_lsc_on_features_learns_and_the_run_describes_itself(tmp_path, blobs):
     args, _ = blobs
     run = tmp_path / "run"
-    cli_ok("train", *args, *FAST, "--dim", "8", "--out", run)
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--out", run)
     meta = json.loads((run / "model.json").read_text())
     assert meta["model"] == {
         "architecture": "mlp",
         "in_dim": 16,
         "hidden": 64,
         "in_chans": 3,
-        "dim": 8,
+        "n_dim": 8,
         "project": True,
     }
     assert meta["centers"] == {
@@ -147,7 +147,7 @@ def test_resume_keeps_the_runs_own_lr_schedule_and_warmup(tmp_path, blobs):
 def test_evaluate_and_predict_equal_a_brute_force_reference(tmp_path, blobs):
     args, (vx, vy) = blobs
     run = tmp_path / "run"
-    cli_ok("train", *args, *FAST, "--dim", "8", "--out", run)
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--out", run)
     model, centers, _ = load_run(run)
     x, y = torch.from_numpy(np.load(vx)), np.load(vy)
     with torch.inference_mode():
@@ -188,7 +188,7 @@ def test_cross_entropy_baseline_and_a_student_on_its_class_means(tmp_path, blobs
         acc.write(w)
     cli_ok("train", *args, *FAST, "--centers", tmp_path / "means.h5", "--out", tmp_path / "stud")
     meta = json.loads((tmp_path / "stud" / "model.json").read_text())
-    assert meta["model"]["dim"] == 16 and meta["centers"]["type"] == "store"
+    assert meta["model"]["n_dim"] == 16 and meta["centers"]["type"] == "store"
     assert meta["centers"]["kind"] == "means" and "system" not in meta["centers"]
     assert meta["final_metrics"]["top1"] >= 0.95 * ce["final_metrics"]["top1"]
     # an LSC student can start from the CE run: backbone copied, a fresh projection, the head dropped
@@ -252,7 +252,8 @@ def test_continual_learning_adds_classes_and_reports_old_class_accuracy(tmp_path
         files = [tmp_path / f"{name}_{p.name}" for p in (tx, ty, vx, vy)]
         return ["--features", files[0], "--labels", files[1], "--val-features", files[2], "--val-labels", files[3]]
 
-    cli_ok("train", *data("old"), *FAST, "--dim", "8", "--out", tmp_path / "r1")
+    cli_ok("train", *data("old"), *FAST, "--dim", "8", "--out", tmp_path / "r1")  # --dim: the old spelling of --n-dim
+    assert json.loads((tmp_path / "r1" / "model.json").read_text())["model"]["n_dim"] == 8
     loud = [a for a in FAST if a != "-q"]  # the summary reports the old classes
     result = cli_ok("train", *data("all"), *loud, "--init-from", tmp_path / "r1", "--out", tmp_path / "r2")
     meta = json.loads((tmp_path / "r2" / "model.json").read_text())
@@ -280,10 +281,10 @@ def test_bad_input_one_clear_error(tmp_path, blobs):
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "x").write_text("")
     cases = {
-        "centers dim": ([*args, "--centers", tmp_path / "d8.h5", "--dim", 16], "has n_dim 8 but --dim is 16"),
+        "centers dim": ([*args, "--centers", tmp_path / "d8.h5", "--n-dim", 16], "has n_dim 8 but --n-dim is 16"),
         "labels beyond centers": ([*args, "--centers", tmp_path / "c3.h5"], "outside [0, 3) of the centers"),
         "system too small": (
-            [*args, "--system", "anp", "--dim", 2],
+            [*args, "--system", "anp", "--n-dim", 2],
             "has 3 vectors, fewer than 6 classes: use n_dim >= 3",
         ),
         "unknown model": (["--model", "no_such_net_v9", "--data", "digits"], "unknown timm model"),
@@ -335,7 +336,7 @@ def test_instance_labels_make_every_sample_a_class_and_evaluate_counts_them(tmp_
     np.save(tmp_path / "x40.npy", x)
     np.save(tmp_path / "y40.npy", np.zeros(40, dtype=np.int64))  # ignored: each row becomes its own class
     feats = ["--features", tmp_path / "x40.npy", "--labels", tmp_path / "y40.npy"]
-    cli_ok("train", *feats, "--instance-labels", "--dim", "9", "--lr", "3e-3", "--epochs", "30", "-b", "8", "-q",
+    cli_ok("train", *feats, "--instance-labels", "--n-dim", "9", "--lr", "3e-3", "--epochs", "30", "-b", "8", "-q",
         "--out", tmp_path / "inst")  # fmt: skip
     meta = json.loads((tmp_path / "inst" / "model.json").read_text())
     assert meta["n_classes"] == 40
@@ -361,7 +362,7 @@ def test_model_kwargs_reach_timm_and_the_saved_run_rebuilds_with_them(tmp_path):
     model, _ = load_run_model(run)
     assert model.backbone.patch_embed.patch_size == (8, 8)
     assert model.backbone.patch_embed.proj.weight.shape[-2:] == (8, 8)
-    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, model.dim)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, model.n_dim)
     resumed = cli_run("train", "-m", "test_vit", "--model-kwargs", "patch_size=4", "--data", "digits:val",
                    "--epochs", "1", "-b", "64", "-q", "--out", run, "--resume")  # fmt: skip
     assert resumed.exit_code == 1 and "model_kwargs: run has ['patch_size=8', 'drop_path_rate=0.0']" in resumed.output
@@ -458,3 +459,19 @@ def test_resume_of_a_run_from_before_the_clip_default_keeps_training_unclipped(t
     )
     cfg = inherit_defaults(TrainConfig(out=run, data="digits", loss="dist"))
     assert resolve_defaults(cfg).clip_grad == 0.0
+
+
+def test_a_run_written_with_dim_instead_of_n_dim_still_loads_and_resumes(tmp_path, blobs):
+    """Runs from before the embedding size was called n_dim everywhere ("dim" in config.json and model.json)."""
+    args, _ = blobs
+    run = tmp_path / "old"
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "1", "--out", run)
+    for name in ("config.json", "model.json"):
+        meta = json.loads((run / name).read_text())
+        where = meta["model"] if name == "model.json" else meta
+        where["dim"] = where.pop("n_dim")
+        (run / name).write_text(json.dumps(meta))
+    model, meta = load_run_model(run)
+    assert model.n_dim == 8
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "2", "--resume", "--out", run)
+    assert json.loads((run / "model.json").read_text())["model"]["n_dim"] == 8  # the resumed run saved anew

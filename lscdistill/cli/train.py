@@ -26,7 +26,7 @@ def train_command(cfg: TrainConfig) -> None:
     """Train a student toward fixed class centers (LSC), or a cross-entropy baseline/teacher.
 
     Centers: --centers STORE, or a generated system (default A_nr: --system an --system-seed 0, dimension from
-    --dim or the model). Only the centers of a batch's labels reach the device, so device memory does not depend
+    --n-dim or the model). Only the centers of a batch's labels reach the device, so device memory does not depend
     on the number of classes. Multi-process: `accelerate launch -m lscdistill train ...` or `torchrun`.
     """
     from ..train import run_train

@@ -19,6 +19,7 @@ import torch
 
 from ..centers import SystemCenters
 from ..data import LabeledData
+from ..models import spec_n_dim
 from ._common import check_png, loss_name, pyplot, save_png
 
 __all__ = ["MAX_CLASSES", "MAX_POINTS", "LatentPlot", "plot_continual", "plot_latent"]
@@ -207,7 +208,7 @@ def _title(e: _Embedded, space: str, top1: float) -> str:
     c = m.get("centers", {})
     what = {"system": f"{c.get('name')} centers", "head": "class means"}.get(c.get("type"), "store centers")
     where = {"unit": "normalized (cosine)", "raw": "raw embeddings", "pca": "PCA of normalized embeddings"}[space]
-    return f"dim {m['model'].get('dim')}, {m['n_classes']} classes, {what}; {where}; nearest-center top-1 {top1:.0%}"
+    return f"n_dim {spec_n_dim(m['model'])}, {m['n_classes']} classes, {what}; {where}; nearest-center top-1 {top1:.0%}"
 
 
 def plot_latent(

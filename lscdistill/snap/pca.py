@@ -35,7 +35,7 @@ class Pca:
     def describe(self) -> dict[str, Any]:
         return {
             "method": "pca",
-            "dim": int(self.components.shape[0]),
+            "n_dim": int(self.components.shape[0]),
             "input_dim": int(self.components.shape[1]),
             "fitted_on_classes": self.n_fitted,
             "explained_variance_ratio": float(self.explained_variance.sum() / self.total_variance)
@@ -65,7 +65,7 @@ def fit_pca(
 
     d_in = means.shape[1]
     if not 1 <= dim <= d_in:
-        raise ValueError(f"--dim {dim} for PCA must be between 1 and the means' n_dim {d_in}")
+        raise ValueError(f"--n-dim {dim} for PCA must be between 1 and the means' n_dim {d_in}")
     rows = np.arange(len(means)) if rows is None else np.asarray(rows)
     if rows.size == 0:
         raise ValueError("PCA needs at least one class mean")

@@ -43,9 +43,15 @@ class SnapConfig:
     )
     interpolations: int = opt(0, "Interpolation levels (an: 0 or 1).", "--interpolations", "-k", min=0)
     projection: str | None = opt(None, "drop_last (an default) or orthonormal.")
-    dim: int | None = opt(None, "Target n_dim (default: the store's); needs --reduce.", min=1)
+    n_dim: int | None = opt(
+        None,
+        "Target n_dim (default: the store's); needs --reduce. --dim is the old spelling.",
+        "--n-dim",
+        "--dim",
+        min=1,
+    )
     reduce: str = opt(
-        "none", "none, or pca: reduce the means to --dim first (fitted on the means).", check=one_of("none", "pca")
+        "none", "none, or pca: reduce the means to --n-dim first (fitted on the means).", check=one_of("none", "pca")
     )
     method: str = opt(
         "auto",
@@ -103,10 +109,10 @@ def run_snap(cfg: SnapConfig, log: Callable[[str], None] | None = None) -> tuple
 def _read(cfg: SnapConfig) -> tuple[_Source, VectorSystem, int]:
     """The means, counts and names of the store, and the system to snap to (checked before reading the means)."""
     with _open_means(cfg.means) as store:
-        dim = store.n_dim if cfg.dim is None else cfg.dim
+        dim = store.n_dim if cfg.n_dim is None else cfg.n_dim
         if cfg.reduce == "none" and dim != store.n_dim:
             raise ValueError(
-                f"dimension mismatch: the means have n_dim {store.n_dim} but --dim is {dim}; "
+                f"dimension mismatch: the means have n_dim {store.n_dim} but --n-dim is {dim}; "
                 f"pass --reduce pca to reduce them to {dim} dims first"
             )
         system = create_system(

@@ -79,18 +79,20 @@ class TrainConfig:
     )
     interpolations: int = opt(0, "Interpolation levels.", min=0)
     projection: str | None = opt(None, "drop_last or orthonormal (an/anp).")
-    dim: int | None = opt(
+    n_dim: int | None = opt(
         None,
-        "Embedding size: LSC students end in a linear projection from the model's width to it (default: the centers "
-        "store's n_dim, else the model's width).",
+        "Embedding size (n_dim): LSC students end in a linear projection from the model's width to it (default: the "
+        "centers store's n_dim, else the model's width). --dim is the old spelling.",
+        "--n-dim",
+        "--dim",
         min=1,
     )
     projection_layer: str = opt(
         "auto",
         "Layer between the model's features and the embedding: linear (always), none (the features themselves: "
-        "--dim must equal the model's width; for outputs that take both signs, e.g. a ViT's final LayerNorm) or auto "
-        "(lsc: none when the model ends in a LayerNorm, e.g. a ViT, and --dim is its width or not given, else "
-        "linear; ce: linear only when --dim differs from the width).",
+        "--n-dim must equal the model's width; for outputs that take both signs, e.g. a ViT's final LayerNorm) or auto "
+        "(lsc: none when the model ends in a LayerNorm, e.g. a ViT, and --n-dim is its width or not given, else "
+        "linear; ce: linear only when --n-dim differs from the width).",
     )
     hidden: int = opt(256, "MLP width for --features.", min=1)
     n_classes: int | None = opt(None, "Classes (default: from the data or the store).", min=1)
@@ -294,6 +296,8 @@ def _check_resume(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     if not saved_path.is_file():
         raise FileNotFoundError(f"--resume: {run_dir} has no config.json (not an lscdistill run directory)")
     saved = json.loads(saved_path.read_text())
+    if "dim" in saved and "n_dim" not in saved:  # a run from before the field was called n_dim
+        saved["n_dim"] = saved.pop("dim")
     now = cfg.to_json()
     diff = [k for k in now if k not in RESUMABLE_CHANGES and k != "overwrite" and saved.get(k) != now[k]]
     if diff:

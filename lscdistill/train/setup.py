@@ -17,7 +17,15 @@ from .._version import __version__
 from ..centers import Centers, StoreCenters
 from ..data import LabeledData, Preprocess, load_features, load_images, resolve_preprocess, use_instance_labels
 from ..losses import create_loss
-from ..models import PROJECTIONS, Student, build_student, load_run_model, parse_model_kwargs, signed_features
+from ..models import (
+    PROJECTIONS,
+    Student,
+    build_student,
+    load_run_model,
+    parse_model_kwargs,
+    signed_features,
+    spec_n_dim,
+)
 from ..rundir import create_centers
 from ..systems import current_options
 from .config import TrainConfig
@@ -54,14 +62,14 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
             raise ValueError("--features needs --labels")
         features = load_features(cfg.features, cfg.labels)
     store = _store_facts(cfg.centers) if cfg.centers is not None else None
-    dim = cfg.dim or (store["n_dim"] if store is not None else None)
-    if store is not None and dim != store["n_dim"]:
+    n_dim = cfg.n_dim or (store["n_dim"] if store is not None else None)
+    if store is not None and n_dim != store["n_dim"]:
         raise ValueError(
-            f"--centers {cfg.centers} has n_dim {store['n_dim']} but --dim is {dim}: the student must embed "
-            f"to the centers' dimension (drop --dim, or snap/extract the centers at {dim} dims)"
+            f"--centers {cfg.centers} has n_dim {store['n_dim']} but --n-dim is {n_dim}: the student must embed "
+            f"to the centers' dimension (drop --n-dim, or snap/extract the centers at {n_dim} dims)"
         )
     in_dim = features.n_dim if features is not None else None
-    spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "dim": dim}
+    spec = {"architecture": arch, "in_dim": in_dim, "hidden": cfg.hidden, "in_chans": 3, "n_dim": n_dim}
     if cfg.model_kwargs:
         spec["kwargs"] = parse_model_kwargs(cfg.model_kwargs)
     spec["project"] = _project(cfg)
@@ -69,17 +77,17 @@ def _student_spec(cfg: TrainConfig) -> tuple[dict[str, Any], LabeledData | None,
     if cfg.init_from is not None:
         init = load_run_model(cfg.init_from)
         old = init[1]["model"]
-        if old["architecture"] != arch or (dim is not None and old["dim"] != dim):
+        if old["architecture"] != arch or (n_dim is not None and spec_n_dim(old) != n_dim):
             raise ValueError(
-                f"--init-from {cfg.init_from} holds {old['architecture']} with dim {old['dim']}; "
-                f"this run asks for {arch} with dim {dim}"
+                f"--init-from {cfg.init_from} holds {old['architecture']} with n_dim {spec_n_dim(old)}; "
+                f"this run asks for {arch} with n_dim {n_dim}"
             )
         if (old.get("kwargs") or {}) != spec.get("kwargs", {}):
             raise ValueError(
                 f"--init-from {cfg.init_from} was built with --model-kwargs {old.get('kwargs') or {}}; "
                 f"this run asks for {spec.get('kwargs', {})}"
             )
-        spec["dim"] = old["dim"]
+        spec["n_dim"] = spec_n_dim(old)
     return spec, features, store, init
 
 
@@ -96,11 +104,11 @@ def _project(cfg: TrainConfig) -> bool | str:
 
 def _signed_auto(cfg: TrainConfig, spec: dict[str, Any], probe) -> bool:
     """``--projection-layer auto`` for an LSC student whose backbone ends in a LayerNorm (a ViT: features of both
-    signs, :func:`~lscdistill.models.signed_features`) and whose ``--dim`` is its width (or not given): no projection
+    signs, :func:`~lscdistill.models.signed_features`) and whose ``--n-dim`` is its width (or not given): no projection
     layer, as the paper's ViT-S. Measured on MNIST with ``test_vit`` (docs/training.md, "Projection")."""
     if cfg.projection_layer != "auto" or cfg.objective != "lsc" or spec.get("architecture") == "mlp":
         return False
-    return signed_features(probe.backbone) and probe.dim == int(probe.backbone.num_features)
+    return signed_features(probe.backbone) and probe.n_dim == int(probe.backbone.num_features)
 
 
 def build_setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> Setup:
@@ -111,7 +119,7 @@ def build_setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> Setup:
     if _signed_auto(cfg, spec, probe):  # an LSC student whose features already take both signs: no extra layer
         spec["project"] = "none"
         probe = build_student(spec)
-    spec["dim"] = dim = probe.dim
+    spec["n_dim"] = n_dim = probe.n_dim
     pre = None
     if cfg.features is None:
         pre = resolve_preprocess(probe.backbone, cfg.data, cfg.img_size)
@@ -129,7 +137,7 @@ def build_setup(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> Setup:
     for d, where in ((train_data, "training data"), (val_data, "validation data")):
         if d is not None and int(d.labels.max()) >= n_classes:
             raise ValueError(f"{where}: label {int(d.labels.max())} is outside [0, {n_classes}) of the centers")
-    centers_spec = _centers_spec(cfg, dim, store) if cfg.objective == "lsc" else {"type": "head"}
+    centers_spec = _centers_spec(cfg, n_dim, store) if cfg.objective == "lsc" else {"type": "head"}
     centers = create_centers(centers_spec, n_classes) if cfg.objective == "lsc" else None
     if centers is not None:
         cleanup.callback(centers.close)
@@ -177,14 +185,14 @@ def _store_facts(path: str) -> dict[str, Any]:
     return facts
 
 
-def _centers_spec(cfg: TrainConfig, dim: int, store: dict[str, Any] | None) -> dict[str, Any]:
+def _centers_spec(cfg: TrainConfig, n_dim: int, store: dict[str, Any] | None) -> dict[str, Any]:
     if store is not None:
         spec = {"type": "store", "path": str(Path(cfg.centers).resolve()), "kind": store["kind"]}
         return spec | ({"system": store["system"]} if "system" in store else {})
     return {
         "type": "system",
         "name": cfg.system,
-        "n_dim": dim,
+        "n_dim": n_dim,
         "seed": cfg.seed_system,
         "interpolations": cfg.interpolations,
         "projection": cfg.projection,
