@@ -3,7 +3,7 @@
 Both read the same image folder (MNIST from :mod:`benchmarks.realdata`) in the same order (lscdistill's seeded
 shuffle of epoch 0) with the same loader settings (batch size, workers, timm's eval transform through timm's
 reader, no augmentation), train the same model (a timm backbone with ``num_classes=0`` and a linear projection to
-``dim``) with AdamW toward the same A_nr centers with the cosine loss, one epoch. The bare loop, written here, is
+``n_dim``) with AdamW toward the same A_nr centers with the cosine loss, one epoch. The bare loop, written here, is
 what a user would write by hand: a ``DataLoader`` over the shuffled order, ``centers[y]`` from a table of the
 classes it needs, ``loss.backward()``, ``optimizer.step()``. ``lscdistill train`` (its command line, run in the
 worker process) adds everything a run has (its loader, sharding, gradient accumulation bookkeeping, Accelerate's
@@ -55,7 +55,7 @@ class Config:
     model: str = "resnet18"
     img_size: int = 32
     batch: int = 64
-    dim: int = 64
+    n_dim: int = 64
     workers: tuple[int, ...] = (0, 1, 2)
     store_classes: int = 1_000_000
     rounds: int = 2
@@ -92,7 +92,7 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     backbone = timm.create_model(spec["model"], pretrained=False, num_classes=0)
-    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, spec["dim"]))
+    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, spec["n_dim"]))
     cfg = resolve_data_config({}, model=backbone)
     size = spec["img_size"]
     transform = create_transform(  # what lscdistill's resolve_preprocess gives for an image folder
@@ -103,7 +103,7 @@ def bare_loop(spec: dict[str, Any]) -> dict[str, Any]:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=spec["batch"], sampler=order, num_workers=spec["workers"], persistent_workers=False
     )
-    centers = _centers_table(10, spec["dim"])
+    centers = _centers_table(10, spec["n_dim"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-5)
     model.train()
     seen, start = 0, _clocks()
@@ -139,7 +139,7 @@ def lscdistill_loop(spec: dict[str, Any]) -> dict[str, Any]:
 
     rundir.RunLog.__init__, rundir.RunLog.log = timed_init, timed_log
     cmd = ["train", "--model", spec["model"], "--data", spec["data"], "--img-size", spec["img_size"],
-           "--dim", spec["dim"], "-b", spec["batch"], "--epochs", 1, "--workers", spec["workers"],
+           "--n-dim", spec["n_dim"], "-b", spec["batch"], "--epochs", 1, "--workers", spec["workers"],
            "--bn-batches", 0, "--log-every", steps, "--lr", "3e-3", "--schedule", "constant",
            "--warmup-steps", 0, "--out", spec["out"], "--overwrite", "-q"]  # fmt: skip
     if spec.get("centers"):
@@ -196,7 +196,7 @@ def _measure(cfg: Config, data: str, samples: int, store: Path, tmp: Path) -> di
     runs: dict[tuple[str, int], list[dict]] = {}
     for r in range(cfg.rounds):
         for workers in cfg.workers:
-            spec = {"model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "dim": cfg.dim}
+            spec = {"model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "n_dim": cfg.n_dim}
             spec |= {"workers": workers, "data": data, "samples": samples, "threads": cfg.threads}
             for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
                 loop = {"loop": "bare"} if variant == "bare" else {"loop": "lsc", "out": str(tmp / variant)}
@@ -213,7 +213,7 @@ def run(cfg: Config, device: torch.device) -> Section:
         split = realdata.write_mnist(root / "mnist", limit_per_class=cfg.limit_per_class)
         samples = sum(1 for _ in Path(split.train).rglob("*.png"))
         store = Path(tmp) / "store.h5"
-        _store(store, cfg.store_classes, cfg.dim)
+        _store(store, cfg.store_classes, cfg.n_dim)
         os.sync()
         runs = _measure(cfg, split.train, samples, store, Path(tmp))
     for (variant, workers), outs in sorted(runs.items(), key=lambda kv: (kv[0][1], VARIANTS.index(kv[0][0]))):
@@ -244,7 +244,7 @@ def run(cfg: Config, device: torch.device) -> Section:
     shares = [o["others_cpu_share"] for outs in runs.values() for o in outs if "others_cpu_share" in o]
     section.notes.append(
         f"One epoch of {samples:,} MNIST images, {cfg.rounds} round(s), {cfg.threads} intra-op thread(s) per "
-        f"process; the store variant's store has {cfg.store_classes:,} classes x {cfg.dim} dims."
+        f"process; the store variant's store has {cfg.store_classes:,} classes x {cfg.n_dim} dims."
     )
     if shares:
         section.notes.append(
