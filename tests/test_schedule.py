@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lscdistill.train.schedule import SCHEDULES, WSD_DECAY_FRACTION, create_scheduler
+from lscdistill.train.schedule import SCHEDULES, STEP_GAMMA, STEP_MILESTONES, WSD_DECAY_FRACTION, create_scheduler
 
 LR = 3e-3
 
@@ -22,6 +22,8 @@ def reference_lr(schedule: str, warmup: int, total: int, step: int) -> float:
     after = max(1, total - warmup)  # steps after the warmup (at least one)
     if schedule == "constant":
         return LR
+    if schedule == "step":  # one drop at each milestone the step has reached
+        return LR * STEP_GAMMA ** len([m for m in STEP_MILESTONES if step >= warmup + m * after])
     if schedule == "cosine":
         start, length = warmup, after
     else:
@@ -56,7 +58,7 @@ def test_every_step_follows_the_schedules_definition(schedule, warmup, total):
     got = _lrs(*_fresh(schedule, warmup, total), total + 1)  # the LR after the last step too (logged)
     want = [reference_lr(schedule, warmup, total, k) for k in range(total + 1)]
     assert got == pytest.approx(want, rel=1e-12, abs=1e-15 * LR)
-    if schedule != "constant" and warmup < total:
+    if schedule not in ("constant", "step") and warmup < total:
         assert got[-1] == pytest.approx(0.0, abs=1e-15 * LR) and max(got) == pytest.approx(LR)
 
 
@@ -81,3 +83,12 @@ def test_resume_restores_the_same_sequence_and_follows_a_longer_run(schedule):
             assert resumed[0] == whole[cut]
             want = [reference_lr(schedule, warmup, new_total, k) for k in range(cut + 1, new_total + 1)]
             assert resumed[1:] == pytest.approx(want, rel=1e-12, abs=1e-15 * LR)
+
+
+def test_step_is_torchs_multistep_where_the_milestones_are_whole_steps():
+    total = 200
+    milestones = [round(m * total) for m in STEP_MILESTONES]
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=LR)
+    torch_lrs = _lrs(torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=STEP_GAMMA), optimizer, total)
+    assert _lrs(*_fresh("step", 0, total), total) == pytest.approx(torch_lrs, rel=1e-12)
+    assert torch_lrs[-1] == pytest.approx(LR * STEP_GAMMA ** len(STEP_MILESTONES))  # the reference really drops

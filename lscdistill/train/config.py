@@ -112,8 +112,9 @@ class TrainConfig:
     weight_decay: float = opt(1e-05, "AdamW weight decay (paper: 1e-5).")
     schedule: str | None = opt(
         None,
-        "After the warmup: constant, cosine (decay to 0 over all steps) or wsd (constant, then a cosine decay to 0 "
-        "over the last 20% of the steps) (default: wsd for lsc, cosine for ce).",
+        "After the warmup: constant, cosine (decay to 0 over all steps), wsd (constant, then a cosine decay to 0 "
+        "over the last 20% of the steps) or step (x0.1 at 50% and at 75% of the steps) (default: wsd for lsc, "
+        "cosine for ce).",
         check=one_of(*SCHEDULES),
     )
     warmup_steps: int | None = opt(None, "Linear warmup steps (default: 5% of all steps).", min=0)

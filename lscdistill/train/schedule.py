@@ -1,6 +1,7 @@
-"""The learning-rate schedule: a linear warmup, then constant, cosine (decay to 0 over all the steps after the warmup)
-or wsd (warmup, stable, decay: constant, then a cosine decay to 0 over the last :data:`WSD_DECAY_FRACTION` of the
-steps after the warmup).
+"""The learning-rate schedule: a linear warmup, then constant, cosine (decay to 0 over all the steps after the warmup),
+wsd (warmup, stable, decay: constant, then a cosine decay to 0 over the last :data:`WSD_DECAY_FRACTION` of the
+steps after the warmup) or step (x :data:`STEP_GAMMA` at each of :data:`STEP_MILESTONES` of the steps after the
+warmup: torch's ``MultiStepLR`` with milestones placed by the run's length).
 
 It is torch's ``LambdaLR`` over a closed-form factor of the optimizer step, not torch's chainable parts
 (``LinearLR`` → ``ConstantLR`` / ``CosineAnnealingLR`` under ``SequentialLR``), which cannot give the same run:
@@ -27,10 +28,21 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["SCHEDULES", "WARMUP_FRACTION", "WSD_DECAY_FRACTION", "create_scheduler", "default_warmup", "lr_factor"]
+__all__ = [
+    "SCHEDULES",
+    "STEP_GAMMA",
+    "STEP_MILESTONES",
+    "WARMUP_FRACTION",
+    "WSD_DECAY_FRACTION",
+    "create_scheduler",
+    "default_warmup",
+    "lr_factor",
+]
 
-SCHEDULES = ("constant", "cosine", "wsd")
+SCHEDULES = ("constant", "cosine", "wsd", "step")
 WSD_DECAY_FRACTION = 0.2  # wsd: constant, then a cosine decay to 0 over this last share of the steps after warmup
+STEP_MILESTONES = (0.5, 0.75)  # step: where the LR drops, as shares of the steps after the warmup
+STEP_GAMMA = 0.1  # step: the factor of each drop
 WARMUP_FRACTION = 0.05  # default linear warmup: this share of all optimizer steps
 
 
@@ -41,7 +53,8 @@ def default_warmup(total_steps: int) -> int:
 
 def lr_factor(schedule: str, warmup: int, total_steps: int) -> Callable[[int], float]:
     """The LR factor (of ``--lr``) at each optimizer step ``0, 1, ...``: ``(step + 1) / warmup`` during the warmup,
-    then ``schedule``'s (1 for constant, ``(1 + cos(pi p)) / 2`` for cosine and wsd, ``p`` its progress in [0, 1])."""
+    then ``schedule``'s (1 for constant, ``(1 + cos(pi p)) / 2`` for cosine and wsd, ``p`` its progress in [0, 1],
+    ``STEP_GAMMA ** (milestones passed)`` for step)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"--schedule must be one of {SCHEDULES}, got {schedule!r}")
 
@@ -51,6 +64,8 @@ def lr_factor(schedule: str, warmup: int, total_steps: int) -> Callable[[int], f
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if schedule == "step":
+            return STEP_GAMMA ** sum(progress >= m for m in STEP_MILESTONES)
         if schedule == "wsd":  # warmup, stable, decay
             progress = max(0.0, progress - (1 - WSD_DECAY_FRACTION)) / WSD_DECAY_FRACTION
         return 0.5 * (1 + math.cos(math.pi * progress))
