@@ -219,7 +219,7 @@ class Student(nn.Module):
     - ``"none"``: never; ``n_dim`` must equal the width. For backbones whose features can already take either sign,
       e.g. a ViT's final LayerNorm output (the paper's Table 9 ViT-S has no extra layer).
 
-    The projection's size is ``width x dim`` (+ ``n_dim``), independent of the number of classes.
+    The projection's size is ``width x n_dim`` (+ ``n_dim``), independent of the number of classes.
     """
 
     def __init__(

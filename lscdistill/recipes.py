@@ -187,6 +187,11 @@ def _step_body(item: Any, number: int, source: str) -> tuple[str, dict[str, Any]
     if not isinstance(item, dict) or len(item) != 1:
         raise ValueError(f"{source}: step {number} must be a mapping with one key, the step type ({kinds})")
     kind, body = next(iter(item.items()))
+    if kind == "demo":  # the step type that ran the demo before it became recipes/demo.yaml
+        raise ValueError(
+            f"{source}: step {number}: the 'demo' step type is gone: run `lscdistill demo` (or the "
+            "recipe it runs, `lscdistill run demo`)"
+        )
     if kind not in STEP_TYPES:
         raise ValueError(f"{source}: step {number}: unknown step type {kind!r}{_suggest(kind, STEP_TYPES)} ({kinds})")
     body = {} if body is None else body
@@ -245,8 +250,12 @@ def _build_step(
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in declared_fields(cls)}
     values: dict[str, Any] = {}
-    for name, raw in body.items():
-        where = f"{origin.get((number, name), source)}: step {number} ({kind})"
+    for given, raw in body.items():
+        where = f"{origin.get((number, given), source)}: step {number} ({kind})"
+        name = OLD_FIELD_NAMES.get(given, given) if OLD_FIELD_NAMES.get(given) in fields else given
+        if name in values:
+            old = next(k for k, v in OLD_FIELD_NAMES.items() if v == name)
+            raise ValueError(f"{where}: field {name!r} is given twice, also by its old name {old!r}")
         if name not in fields:
             hint = _suggest(name, fields) or " (lscdistill run --fields lists the fields)"
             raise ValueError(f"{where}: unknown field {name!r}{hint}")
@@ -256,6 +265,11 @@ def _build_step(
     if missing:
         raise ValueError(f"{source}: step {number} ({kind}): required field {missing[0]!r} is missing")
     return Step(number, kind, cls(**values), tuple(values))
+
+
+#: fields renamed since recipes were first written: the old key still sets the field (saved recipe.yaml files hold
+#: every field of their step)
+OLD_FIELD_NAMES = {"dim": "n_dim"}
 
 
 def _required(f: dataclasses.Field) -> bool:

@@ -117,12 +117,14 @@ def _train(**fields):
         (_recipe(_train(lr="fast")), [], "field 'lr' must be a number, got 'fast' (str)"),
         (_recipe({"extract": {"out": "m.h5", "shard": [0]}}), [], "field 'shard' must be a list of 2 values"),
         (_recipe({"trian": {"out": "r"}}), [], "step 1: unknown step type 'trian' (did you mean 'train'?)"),
+        (_recipe({"demo": {"out": "d"}}), [], "step 1: the 'demo' step type is gone: run `lscdistill demo`"),
+        (_recipe(_train(dim=8, n_dim=8)), [], "field 'n_dim' is given twice, also by its old name 'dim'"),
         (_recipe({"snap": {"out": "s.h5"}}), [], "step 1 (snap): required field 'means' is missing"),
         (_recipe(_train(out="${rot}/r")), [], "field 'out': unknown var ${rot} (did you mean 'root'?)"),
         (_recipe(_train(loss="cosine")), [], "field 'loss': unknown loss 'cosine'"),
         (_recipe(_train(system="bn")), [], "field 'system': unknown vector system 'bn'"),
         (_recipe(_train(model="vit_smal_patch16_224")), [], "field 'model': unknown timm model 'vit_smal_patch16_224'"),
-        (_recipe(_train(schedule="cosin")), [], "field 'schedule' must be one of constant, cosine, wsd, got 'cosin'"),
+        (_recipe(_train(schedule="cosin")), [], "'schedule' must be one of constant, cosine, wsd, step, got 'cosin'"),
         # out of range or not allowed: the bounds and choices the command line declares
         (_recipe(_train(epochs=0)), [], "t.yaml: step 1 (train), field 'epochs' must be >= 1, got 0"),
         (_recipe(_train(hflip=1.5)), [], "field 'hflip' must be <= 1.0, got 1.5"),
@@ -318,3 +320,9 @@ def test_list_shows_the_shipped_recipes(monkeypatch):
     result = runner.invoke(app, ["run", "--list", "--json"])
     assert result.exit_code == 0, result.output
     assert {r["name"] for r in json.loads(result.stdout)} == {p.stem for p in RECIPES}
+
+
+def test_a_recipe_written_with_dim_sets_n_dim():
+    """Recipes (and the recipe.yaml every run saves) from before the embedding size was called n_dim."""
+    recipe = parse_recipe(_recipe(_train(dim=8), {"snap": {"means": "m.h5", "out": "s.h5", "dim": 4, "reduce": "pca"}}))
+    assert (recipe.steps[0].config.n_dim, recipe.steps[1].config.n_dim) == (8, 4)

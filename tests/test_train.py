@@ -461,17 +461,37 @@ def test_resume_of_a_run_from_before_the_clip_default_keeps_training_unclipped(t
     assert resolve_defaults(cfg).clip_grad == 0.0
 
 
-def test_a_run_written_with_dim_instead_of_n_dim_still_loads_and_resumes(tmp_path, blobs):
-    """Runs from before the embedding size was called n_dim everywhere ("dim" in config.json and model.json)."""
+def test_a_run_written_by_an_older_version_still_loads_and_resumes(tmp_path, blobs):
+    """Runs from before the embedding size was called n_dim everywhere ("dim" in config.json and model.json), before
+    --clip-grad had a default by loss (null in config.json) and before config.json kept the system's options."""
     args, _ = blobs
     run = tmp_path / "old"
-    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "1", "--out", run)
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "1", "--loss", "dist", "--out", run)
     for name in ("config.json", "model.json"):
         meta = json.loads((run / name).read_text())
         where = meta["model"] if name == "model.json" else meta
         where["dim"] = where.pop("n_dim")
+        if name == "config.json":
+            assert meta["clip_grad"] == 1.0 and meta.pop("system_options") == {}
+            meta["clip_grad"] = None
         (run / name).write_text(json.dumps(meta))
     model, meta = load_run_model(run)
     assert model.n_dim == 8
-    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "2", "--resume", "--out", run)
+    cli_ok("train", *args, *FAST, "--n-dim", "8", "--epochs", "2", "--loss", "dist", "--resume", "--out", run)
     assert json.loads((run / "model.json").read_text())["model"]["n_dim"] == 8  # the resumed run saved anew
+
+
+def test_a_planar_run_keeps_its_halving_on_resume(tmp_path, blobs):
+    """config.json records the generated system's options whose default changed (planar's halving); a run that
+    does not record them was made with the old default (per-level halving) and resumes with it."""
+    args, _ = blobs
+    planar = ["--system", "planar", "--interpolations", "1", "--system-seed", "-1", "--n-dim", "2", "--loss", "dist"]
+    run = tmp_path / "planar"
+    cli_ok("train", *args, *FAST, *planar, "--epochs", "1", "--out", run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["system_options"] == {"halving": "all"}
+    assert json.loads((run / "model.json").read_text())["centers"]["options"] == {"halving": "all"}
+    del config["system_options"]  # as an older version wrote it
+    (run / "config.json").write_text(json.dumps(config))
+    cli_ok("train", *args, *FAST, *planar, "--epochs", "2", "--resume", "--out", run)
+    assert json.loads((run / "model.json").read_text())["centers"]["options"] == {"halving": "level"}

@@ -20,6 +20,11 @@ __all__ = ["RowCache", "Store", "open_store"]
 _REQUIRED = {"means": ("centers",), "partial": ("sums",), "snapped": ("centers", "system_index", "cosine")}
 
 
+def consecutive_runs(sorted_ids: np.ndarray) -> list[np.ndarray]:
+    """``sorted_ids`` (sorted, distinct) cut where they stop being consecutive: one read per piece."""
+    return np.split(sorted_ids, np.flatnonzero(np.diff(sorted_ids) != 1) + 1)
+
+
 class Store:
     """A read-only store. Opening checks the format, version, kind, shapes and dtypes; one :class:`StoreError`
     names the file and what is wrong.
@@ -132,8 +137,7 @@ class Store:
         if not unique.size:
             return np.zeros((0, self.n_dim), self.dataset("centers").dtype)
         ds = self.dataset("centers")
-        runs = np.split(unique, np.flatnonzero(np.diff(unique) != 1) + 1)
-        return np.concatenate([ds[int(r[0]) : int(r[-1]) + 1] for r in runs])
+        return np.concatenate([ds[int(r[0]) : int(r[-1]) + 1] for r in consecutive_runs(unique)])
 
     def read_into(self, out: np.ndarray, start: int, stop: int, name: str = "centers") -> None:
         """Rows ``start:stop`` of a dataset into the same rows of ``out`` (no temporary copy)."""
@@ -233,7 +237,7 @@ class RowCache:
         missing = blocks[~self.loaded[blocks]]
         if not missing.size:
             return
-        for run in np.split(missing, np.flatnonzero(np.diff(missing) != 1) + 1):
+        for run in consecutive_runs(missing):
             start, stop = int(run[0]) * self.block, min((int(run[-1]) + 1) * self.block, self.store.n_classes)
             self.store.read_into(self.table, start, stop)
             self.loaded[run] = True

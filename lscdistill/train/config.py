@@ -29,6 +29,7 @@ from ..options import (
 )
 from ..rundir import CONFIG
 from ..runtime import PRECISIONS
+from ..systems import get_spec, list_systems
 from .schedule import SCHEDULES
 
 __all__ = ["DEFAULT_LR", "DEFAULT_SCHEDULE", "OBJECTIVES", "TrainConfig", "TrainResult", "resolve_defaults"]
@@ -219,17 +220,28 @@ def resolve_defaults(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, lr=lr, schedule=schedule, clip_grad=clip_grad)
 
 
+def saved_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.json`` with what older versions wrote read as today's: ``dim`` is ``n_dim``; a null
+    ``clip_grad`` (runs from before its default by loss) is 0, no clipping, which is how they trained; no
+    ``system_options`` means the system's options before their defaults changed (planar: per-level halving)."""
+    saved = json.loads((Path(run_dir) / CONFIG).read_text())
+    if "dim" in saved and "n_dim" not in saved:
+        saved["n_dim"] = saved.pop("dim")
+    if "clip_grad" in saved and saved["clip_grad"] is None:
+        saved["clip_grad"] = 0.0
+    if "system_options" not in saved and saved.get("system") in list_systems():
+        saved["system_options"] = get_spec(saved["system"]).legacy_options
+    return saved
+
+
 def inherit_defaults(cfg: TrainConfig) -> TrainConfig:
-    """On ``--resume``: the fields left to their default (lr, schedule, warmup) take the run's recorded values, so a
-    run continues as it started, even with ``--epochs`` changed or a newer lscdistill's defaults."""
+    """On ``--resume``: the fields left to their default (lr, schedule, warmup, clip-grad) take the run's recorded
+    values, so a run continues as it started, even with ``--epochs`` changed or a newer lscdistill's defaults."""
     try:
-        saved = json.loads((Path(cfg.out) / CONFIG).read_text())
+        saved = saved_config(cfg.out)
     except (OSError, ValueError):
         return cfg  # the resume check says what is wrong
-    inherited = {k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None}
-    if "clip_grad" in inherited and inherited["clip_grad"] is None and "clip_grad" in saved:
-        inherited["clip_grad"] = 0.0  # a run from before the default: it trained without clipping
-    return replace(cfg, **inherited)
+    return replace(cfg, **{k: saved.get(k) for k in AUTO_FIELDS if getattr(cfg, k) is None})
 
 
 # -------------------------------------------------------------------------------------------------- checks
@@ -296,9 +308,7 @@ def _check_resume(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     saved_path = run_dir / CONFIG
     if not saved_path.is_file():
         raise FileNotFoundError(f"--resume: {run_dir} has no config.json (not an lscdistill run directory)")
-    saved = json.loads(saved_path.read_text())
-    if "dim" in saved and "n_dim" not in saved:  # a run from before the field was called n_dim
-        saved["n_dim"] = saved.pop("dim")
+    saved = saved_config(run_dir)
     now = cfg.to_json()
     diff = [k for k in now if k not in RESUMABLE_CHANGES and k != "overwrite" and saved.get(k) != now[k]]
     if diff:

@@ -51,7 +51,8 @@ class Trainer:
         optimizer_meta = {"name": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule}
         setup.meta["optimizer"] = optimizer_meta | {"warmup_steps": cfg.warmup_steps, "total_steps": total_steps}
         if accelerator.is_main_process and not cfg.resume:
-            create_run_dir(run_dir, cfg.to_json())
+            options = setup.meta["centers"].get("options")  # a generated system's: kept for a --resume
+            create_run_dir(run_dir, cfg.to_json() | ({"system_options": options} if options is not None else {}))
         accelerator.wait_for_everyone()
 
         model = setup.model

@@ -28,7 +28,7 @@ from ..models import (
 )
 from ..rundir import create_centers
 from ..systems import current_options
-from .config import TrainConfig
+from .config import TrainConfig, saved_config
 
 __all__ = ["Setup", "build_setup"]
 
@@ -185,6 +185,12 @@ def _store_facts(path: str) -> dict[str, Any]:
     return facts
 
 
+def _system_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Options of the generated system whose defaults changed: today's for a new run; a resumed run keeps those of
+    its ``config.json`` (the old meaning where the run is older than the option)."""
+    return saved_config(cfg.out)["system_options"] if cfg.resume else current_options(cfg.system)
+
+
 def _centers_spec(cfg: TrainConfig, n_dim: int, store: dict[str, Any] | None) -> dict[str, Any]:
     if store is not None:
         spec = {"type": "store", "path": str(Path(cfg.centers).resolve()), "kind": store["kind"]}
@@ -196,7 +202,7 @@ def _centers_spec(cfg: TrainConfig, n_dim: int, store: dict[str, Any] | None) ->
         "seed": cfg.seed_system,
         "interpolations": cfg.interpolations,
         "projection": cfg.projection,
-        "options": current_options(cfg.system),  # e.g. planar's halving: what this run trains with
+        "options": _system_options(cfg),  # e.g. planar's halving: what this run trains with
     }
 
 
