@@ -109,18 +109,25 @@ def test_plot_draws_the_written_results(tmp_path):
 TINY_MNIST = {"limit_per_class": 10}  # 100 training and 20 validation images
 
 
-def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path, lscdistill_in_process):
-    """One cell of the real-data matrix (100 MNIST images x test_resnet, 1 epoch): CE teacher, LSC on A_nr, LSC
-    toward the teacher's means, each scored by `lscdistill evaluate` in eval mode, with the headline differences."""
+def _section(name: str, config: dict, tmp_path) -> dict:
+    """One benchmark run alone with ``config`` replacing fields of its Config; its section of the suite's JSON."""
     payload = run_suite(
-        ("realdata",),
+        (name,),
         device="cpu",
-        overrides={"realdata": {"datasets": ("mnist",), "models": ("test_resnet",), "epochs": 1} | TINY_MNIST},
+        overrides={name: config},
         out_dir=tmp_path,
         plot=False,
         console=Console(file=io.StringIO(), width=200),
     )
-    section = payload["benchmarks"]["realdata"]
+    return payload["benchmarks"][name]
+
+
+def test_realdata_matrix_runs_the_cli_and_scores_saved_models(tmp_path, lscdistill_in_process):
+    """One cell of the real-data matrix (100 MNIST images x test_resnet, 1 epoch): CE teacher, LSC on A_nr, LSC
+    toward the teacher's means, each scored by `lscdistill evaluate` in eval mode, with the headline differences."""
+    section = _section(
+        "realdata", {"datasets": ("mnist",), "models": ("test_resnet",), "epochs": 1} | TINY_MNIST, tmp_path
+    )
     rows = {r["method"]: r for r in section["rows"]}
     assert set(rows) == {"ce", "lsc", "lsc-means"}
     for r in rows.values():
@@ -143,15 +150,7 @@ def test_trainloop_benchmark_compares_lscdistill_train_with_a_bare_loop(tmp_path
     both loops see every image once, are timed by wall and CPU clocks, and each lscdistill variant gets an overhead
     headline per clock."""
     tiny = {"model": "test_resnet", "workers": (0,), "store_classes": 1000, "rounds": 1} | TINY_MNIST
-    payload = run_suite(
-        ("trainloop",),
-        device="cpu",
-        overrides={"trainloop": tiny},
-        out_dir=tmp_path,
-        plot=False,
-        console=Console(file=io.StringIO(), width=200),
-    )
-    section = payload["benchmarks"]["trainloop"]
+    section = _section("trainloop", tiny, tmp_path)
     assert {r["method"] for r in section["rows"]} == {"bare", "lsc-system", "lsc-store"}
     assert all(r["samples_per_s"] > 0 and math.isfinite(r["samples_per_s"]) for r in section["rows"])
     figures = [h["figure"] for h in section["headlines"]]
@@ -187,22 +186,15 @@ def test_paper_benchmark_counts_parameters_and_bisects_batches_under_a_cap(tmp_p
     tiny = {"models": ("test_vit",), "param_classes": (10, 1000), "lsc_classes": (10,), "lsc_store_classes": ()}
     tiny |= {"experiments": ("table9", "table10")}
     tiny |= {"batch_classes": (10_000_000,), "cap_mib": 64, "n_dim": 8, "img_size": 64, "max_batch": 8}
-    payload = run_suite(
-        ("paper",),
-        device="cpu",
-        overrides={"paper": tiny | {"tolerance": 0.5}},
-        out_dir=tmp_path,
-        plot=False,
-        console=Console(file=io.StringIO(), width=200),
-    )
-    rows = payload["benchmarks"]["paper"]["rows"]
+    section = _section("paper", tiny | {"tolerance": 0.5}, tmp_path)
+    rows = section["rows"]
     params = {(r["method"], r["n_classes"]): r["params"] for r in rows if r["case"] == "table9 test_vit"}
     backbone = params["lsc", 10]
     assert params["lsc", 1000] == backbone and params["lsc+proj", 10] == backbone + 64 * 64 + 64
     assert params["ce", 10] == backbone + 64 * 10 + 10 and params["ce", 1000] == backbone + 64 * 1000 + 1000
     batches = {r["method"]: r["max_batch"] for r in rows if r["case"].startswith("table10")}
     assert batches["lsc"] >= 1 and batches["ce"] == 0
-    heads = {h["figure"]: h for h in payload["benchmarks"]["paper"]["headlines"]}
+    heads = {h["figure"]: h for h in section["headlines"]}
     assert heads["test_vit: classes at which the CE head outgrows the backbone"]["value"] == pytest.approx(
         backbone / 64
     )
@@ -217,15 +209,7 @@ def test_paper_training_runs_every_features_experiment_and_draws_its_figures(tmp
     from benchmarks.bench_paper_training import RUNS, epochs_to
 
     tiny = TINY_PAPER | {"experiments": ("gap", "table7", "table4"), "img_dir": str(tmp_path / "img")}
-    payload = run_suite(
-        ("paper-training",),
-        device="cpu",
-        overrides={"paper-training": tiny},
-        out_dir=tmp_path,
-        plot=False,
-        console=Console(file=io.StringIO(), width=200),
-    )
-    section = payload["benchmarks"]["paper-training"]
+    section = _section("paper-training", tiny, tmp_path)
     rows = {r["method"]: r for r in section["rows"]}
     assert set(rows) == set(RUNS["gap"]) | set(RUNS["table7"]) | set(RUNS["table4"])
     for name, r in rows.items():
@@ -286,15 +270,8 @@ def test_paper_training_experiments_run_the_cli_and_score_saved_models(tmp_path,
     tiny |= {"loss_dims": (9,), "losses": ("cos", "dist"), "loss_optimizers": ("defaults",)}
     tiny |= {"loss_epochs": 1, "planar_epochs": 1, "planar_seeds": (0,), "planar_clips": (1.0,)}
     tiny |= {"planar_png": str(png), "distill_teacher": "test_vit", "teacher_epochs": 1, "student_epochs": 1}
-    payload = run_suite(
-        ("paper",),
-        device="cpu",
-        overrides={"paper": tiny},
-        out_dir=tmp_path,
-        plot=False,
-        console=Console(file=io.StringIO(), width=200),
-    )
-    rows = payload["benchmarks"]["paper"]["rows"]
+    section = _section("paper", tiny, tmp_path)
+    rows = section["rows"]
     cells = {(r["case"], r["method"]) for r in rows}
     assert cells == {
         ("table5 mlp dim 9, defaults optimizer", "cos"),
@@ -353,15 +330,8 @@ def test_paper_table8_trains_with_instance_labels_past_the_root_level(tmp_path):
     png = tmp_path / "table8.png"
     tiny = {"experiments": ("table8",), "seeds": (0,), "instance_classes": (12, 30), "instance_dim": 4}
     tiny |= {"instance_epochs": 1, "instance_img_size": 16, "instance_png": str(png)}
-    payload = run_suite(
-        ("paper",),
-        device="cpu",
-        overrides={"paper": tiny},
-        out_dir=tmp_path,
-        plot=False,
-        console=Console(file=io.StringIO(), width=200),
-    )
-    rows = {r["n_classes"]: r for r in payload["benchmarks"]["paper"]["rows"]}
+    section = _section("paper", tiny, tmp_path)
+    rows = {r["n_classes"]: r for r in section["rows"]}
     assert set(rows) == {12, 30}
     assert (rows[12]["interpolations"], rows[30]["interpolations"]) == (0, 1) and rows[12]["roots"] == 20
     assert rows[30]["method"] == "A_nr + 1 interpolation"
@@ -372,6 +342,6 @@ def test_paper_table8_trains_with_instance_labels_past_the_root_level(tmp_path):
     # the classes on the interpolated level alone (index >= roots): hits out of 30 - 20; none in the 12-class run
     late = rows[30]["train_top1_interpolated"] * (30 - rows[30]["roots"])
     assert late == pytest.approx(round(late), abs=1e-9) and rows[12]["train_top1_interpolated"] is None
-    notes = payload["benchmarks"]["paper"]["notes"]
+    notes = section["notes"]
     assert any(n.startswith("benchmarks.bench_paper_instances:") and "s CPU" in n for n in notes)
     assert png.stat().st_size > 10_000
