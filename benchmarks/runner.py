@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import (
+    bench_anatomy,
     bench_export,
     bench_extract,
     bench_inference,
@@ -69,6 +70,13 @@ BENCHMARKS = {
             "One training epoch: lscdistill train vs a bare PyTorch + timm loop",
             bench_trainloop.Config,
             bench_trainloop.run,
+            default=False,
+        ),
+        Benchmark(
+            "anatomy",
+            "Where the fast decoder's time goes, against the floor (CPU, one thread)",
+            bench_anatomy.Config,
+            bench_anatomy.run,
             default=False,
         ),
         Benchmark(
