@@ -59,19 +59,32 @@ class ShuffledSystem(VectorSystem):
     def _min_angle(self) -> float:
         return self.base.min_angle
 
+    def _rounds(self, inverse: bool) -> list[int]:
+        rounds = range(len(self._levels[0][1].keys))
+        return list(reversed(rounds) if inverse else rounds)
+
+    def _offset_first(self, inverse: bool) -> bool:
+        """Whether the first round adds to ``b`` (forward): its table then brings ``b``'s level offset too."""
+        return self._rounds(inverse)[0] % 2 == 0
+
     def _build_tables(self, inverse: bool) -> tuple[torch.Tensor, ...]:
-        """The lookup levels' tables side by side (level k's part at offset ``o_k``) and, per level, the radix that
-        splits a local index, the shift that turns a global index into ``(a + o_k) * radix + b`` and ``o_k``. Lookup
-        levels of at most ``_LOOKUP_MAX`` indices in all are instead one table of the whole map (one gather)."""
+        """The lookup levels' tables side by side (level k's part at offset ``o_k``: both ``a`` and ``b`` carry it)
+        and, per level, the radix that splits a local index, the shift that turns a global index into
+        ``(a + o_k) * radix + b`` and ``o_k`` (added to ``b`` by the first table when the first round writes ``b``).
+        Lookup levels of at most ``_LOOKUP_MAX`` indices in all are instead one table of the whole map (one gather).
+        """
         offset, parts, consts = 0, [], []
         for lo, perm in self._levels[: self._n_lookup]:
             radix, steps, final_a, final_b = perm.lookup(inverse)
-            parts.append([table for _, table in steps] + [final_a + lo, final_b])
+            steps = [table for _, table in steps]
+            if self._offset_first(inverse):
+                steps[0] = steps[0] + offset
+            parts.append([*steps, final_a + lo, final_b])
             consts.append((radix, offset * radix - lo, offset))
             offset += perm.lookup_span
         bounds = torch.tensor([lo for lo, _ in self._levels[1 : self._n_lookup]], dtype=torch.long)
         radix, shift, offsets = (torch.tensor(c, dtype=torch.long) for c in zip(*consts, strict=True))
-        tables = bounds, radix, shift, offsets, *(torch.cat(tables) for tables in zip(*parts, strict=True))
+        tables = bounds, radix, shift, offsets, *(torch.cat(column) for column in zip(*parts, strict=True))
         if self._lookup_end <= _LOOKUP_MAX:
             return (self._run_lookup(torch.arange(self._lookup_end), tables, inverse),)
         return tables
@@ -86,10 +99,9 @@ class ShuffledSystem(VectorSystem):
             x = x + shift.index_select(0, level)  # (a + o) * radix + b
         a = torch.div(x, radix, rounding_mode="floor")  # one level: radix [1] broadcasts, shift and offset are 0
         b = x % radix
-        if self._n_lookup > 1:
+        if self._n_lookup > 1 and not self._offset_first(inverse):
             b.add_(offsets.index_select(0, level))
-        rounds = len(self._levels[0][1].keys)
-        for r, table in zip(reversed(range(rounds)) if inverse else range(rounds), steps, strict=True):
+        for r, table in zip(self._rounds(inverse), steps, strict=True):
             if r % 2:
                 a.add_(table.index_select(0, b))
             else:
@@ -122,7 +134,8 @@ class ShuffledSystem(VectorSystem):
         return self._map(idx, inverse=False)
 
     def from_base(self, idx: torch.Tensor) -> torch.Tensor:
-        """Shuffled index of each base-system index (negative values pass through)."""
+        """Shuffled index of each base-system index (negative values pass through; an index at or beyond
+        ``len(self)`` gives some index in range, no error)."""
         return self._map(idx, inverse=True)
 
     def _vectors(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
