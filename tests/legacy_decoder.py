@@ -178,3 +178,59 @@ def _raw_nearest(system, x, norm):
     if isinstance(system, PatternSystem):
         return _pattern_nearest(system, x, norm)
     return system._nearest(x, norm)  # planar: already branch-free
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The seeded shuffle's level map as it was before it became table lookups (commit 7ff90f9): mixed-radix Feistel
+# rounds with per-index radices and keys gathered from small tables. The new map must give the same bits.
+_LEGACY_MIX, _LEGACY_SHIFT = 0x045D9F3B, 17
+
+
+def legacy_feistel_radix(v, big_a, big_b, keys, inverse):
+    a, b = v // big_b, v % big_b
+    order = list(enumerate(keys))
+    step = torch.sub if inverse else torch.add
+    for r, key in reversed(order) if inverse else order:
+        if r % 2 == 0:
+            b = step(b, ((a ^ key) * _LEGACY_MIX) >> _LEGACY_SHIFT) % big_b
+        else:
+            a = step(a, ((b ^ key) * _LEGACY_MIX) >> _LEGACY_SHIFT) % big_a
+    return a * big_b + b
+
+
+def legacy_shuffled_map(system: ShuffledSystem, idx, inverse):
+    """``system.from_base(idx)`` (``inverse``) or ``system.to_base(idx)`` as the old ``ShuffledSystem._map``."""
+    levels = system._levels
+    radix_levels = [k for k, (_, p) in enumerate(levels) if p.size > 1 and p.radix]
+    walk_levels = [k for k, (_, p) in enumerate(levels) if p.size > 1 and not p.radix]
+    if not radix_levels and not walk_levels:
+        return idx.clone()
+    starts = torch.tensor([lo for lo, _ in levels])
+    radices = [(1, 1)] * len(levels)
+    keys = [[0] * len(levels[radix_levels[0]][1].keys) if radix_levels else [] for _ in levels]
+    for k in radix_levels:
+        radices[k], keys[k] = levels[k][1].radix, levels[k][1].keys
+    radices, keys = torch.tensor(radices), torch.tensor(keys, dtype=torch.long)
+    if len(levels) == 1:
+        level, lo = None, 0
+    else:
+        level = torch.bucketize(idx, starts[1:], right=True)
+        lo = starts[level]
+    local = (idx - lo).clamp(min=0)
+    out = local
+    mixed = len(radix_levels) + len(walk_levels) < len(levels) or bool(walk_levels)
+    if len(radix_levels) == 1:
+        k = radix_levels[0]
+        perm = levels[k][1]
+        mapped = legacy_feistel_radix(local.clamp(max=perm.size - 1), *perm.radix, perm.keys, inverse)
+        out = torch.where(level == k, mapped, out) if mixed else mapped
+    elif radix_levels:
+        radix = radices[level]
+        mapped = legacy_feistel_radix(local, radix[..., 0], radix[..., 1], keys[level].unbind(-1), inverse)
+        out = torch.where(radix[..., 0] > 1, mapped, out) if mixed else mapped
+    for k in walk_levels:
+        perm = levels[k][1]
+        part = local.clamp(max=perm.size - 1)
+        mapped = perm.inverse(part) if inverse else perm.forward(part)
+        out = torch.where(level == k, mapped, out) if level is not None else mapped
+    return torch.where(idx >= 0, lo + out, idx)

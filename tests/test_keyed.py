@@ -1,12 +1,16 @@
-"""The keyed permutation behind shuffled systems: a bijection, invertible per index, no table."""
+"""The keyed permutation behind shuffled systems: a bijection, invertible per index, no table; the shuffled map's
+table lookups give the same bits as the frozen Feistel arithmetic."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from legacy_decoder import legacy_feistel_radix, legacy_shuffled_map
 
 from lscdistill.systems import KeyedPermutation, create_system
+from lscdistill.systems.keyed import feistel_radix
 
 
 @given(size=st.integers(0, 3000), seed=st.integers(0, 2**40), salt=st.integers(0, 3))
@@ -59,3 +63,112 @@ def test_both_constructions_are_bijections():
         out = perm.forward(idx)
         assert torch.equal(torch.sort(out).values, idx)
         assert torch.equal(perm.inverse(out), idx)
+
+
+def _apply_lookup(perm, v, inverse):
+    """The lookup form of ``perm`` run by hand, one index at a time (Python ints)."""
+    radix, steps, final_a, final_b = perm.lookup(inverse)
+    out = []
+    for i in v.tolist():
+        a, b = divmod(i, radix)
+        for updates_a, table in steps:
+            a, b = (a + int(table[b]), b) if updates_a else (a, b + int(table[a]))
+        out.append(int(final_a[a]) + int(final_b[b]))
+    return torch.tensor(out, dtype=torch.long)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.sampled_from([0, 1, 2, 37, 256, 7_919, 2**13, 2**13 + 1, 147_840, 10**6]), seed=st.integers(0, 2**40))
+def test_lookup_form_is_the_permutation(size, seed):
+    perm = KeyedPermutation(size, seed, salt=1)
+    v = torch.randint(0, max(size, 1), (60,)) if size else torch.zeros(0, dtype=torch.long)
+    if size:
+        v[:2] = torch.tensor([0, size - 1])
+    for inverse in (False, True):
+        want = perm.inverse(v) if inverse else perm.forward(v)
+        assert torch.equal(_apply_lookup(perm, v, inverse), want)
+
+
+def test_lookup_form_is_refused_for_a_large_cycle_walked_domain():
+    perm = KeyedPermutation(65_537, 0)  # prime: cycle-walked, above the 2**16 tables
+    assert perm.radix is None and perm.lookup_span is None
+    with pytest.raises(ValueError, match="no lookup form"):
+        perm.lookup(inverse=True)
+
+
+@given(size=st.integers(2**8, 2**61), seed=st.integers(0, 2**31), data=st.data())
+def test_mixed_radix_feistel_gives_the_frozen_bits(size, seed, data):
+    perm = KeyedPermutation(size, seed)
+    if perm.radix is None:
+        return
+    idx = torch.tensor(data.draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=50)))
+    for inverse in (False, True):
+        want = legacy_feistel_radix(idx, *perm.radix, perm.keys, inverse)
+        assert torch.equal(feistel_radix(idx, *perm.radix, perm.keys, inverse), want)
+
+
+# (name, n_dim, interpolations): lookup levels (mixed radix, cycle-walked, one element), one table of the whole map,
+# levels beyond the lookup budget (a radix level, large cycle walks), none mapped by lookups
+_SHAPES = {
+    ("an", 384, 1): 2,  # the 1.28M-class A_384r+1: two radix levels by lookups
+    ("an", 8, 1): 2,  # a cycle-walked level and a radix level, one table of the whole map
+    ("an", 1, 1): 2,  # levels of two elements and of none
+    ("an", 3, 0): 1,
+    ("anp", 8, 0): 1,
+    ("v21", 64, 0): 1,
+    ("v21", 384, 0): 1,  # one radix level by lookups
+    ("v22", 384, 0): 0,  # radices beyond the budget: the Feistel arithmetic
+    ("an", 2048, 1): 1,  # roots by lookups, the interpolated level by arithmetic
+    ("planar", 2, 12): 13,  # thirteen levels
+    ("planar", 2, 38): 27,  # ... and levels beyond the budget: radix and cycle-walked above 2**24
+}
+
+
+@pytest.fixture(scope="module")
+def shuffled_systems():
+    return {shape: create_system(shape[0], shape[1], interpolations=shape[2], seed=11) for shape in _SHAPES}
+
+
+def _check_against_frozen(system, idx):
+    for inverse in (False, True):
+        want = legacy_shuffled_map(system, idx.reshape(-1), inverse).reshape(idx.shape)
+        got = system.from_base(idx) if inverse else system.to_base(idx)
+        assert got.shape == idx.shape and torch.equal(got, want), (system.describe(), inverse)
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=st.sampled_from(sorted(_SHAPES)), data=st.data())
+def test_shuffled_map_gives_the_frozen_bits(shuffled_systems, shape, data):
+    system = shuffled_systems[shape]
+    assert system._n_lookup == _SHAPES[shape]
+    n = len(system)
+    edges = [e for lo, perm in system._levels if perm.size for e in (lo, lo + perm.size - 1)]
+    values = st.one_of(st.integers(0, n - 1), st.sampled_from(edges), st.integers(-(2**62), -1))
+    idx = torch.tensor(data.draw(st.lists(values, min_size=1, max_size=200)), dtype=torch.long)
+    _check_against_frozen(system, idx)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**62), n_dim=st.sampled_from([1, 2, 3, 5, 8, 16, 30]), interpolations=st.integers(0, 1))
+def test_shuffled_map_gives_the_frozen_bits_for_every_index_of_small_systems(seed, n_dim, interpolations):
+    system = create_system("an", n_dim, interpolations=interpolations, seed=seed)
+    idx = torch.arange(-2, len(system))
+    _check_against_frozen(system, idx)
+    inside = idx[2:]
+    assert torch.equal(system.to_base(system.from_base(inside)), inside)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**40 + 3])
+def test_shuffled_map_of_the_imagenet_size_system_gives_the_frozen_bits(seed):
+    system = create_system("an", 384, interpolations=1, seed=seed)  # A_384r+1; ImageNet's 1,281,167 classes
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.cat(
+        [
+            torch.randint(0, 1_281_167, (20_000,), generator=g),
+            torch.randint(0, len(system), (20_000,), generator=g),
+            torch.tensor([-1, -5, 0, 147_839, 147_840, len(system) - 1]),
+        ]
+    )
+    _check_against_frozen(system, idx)
+    _check_against_frozen(system, idx[:20_000].reshape(500, 40))  # candidates come as [B, K]
+    assert torch.equal(system.to_base(system.from_base(idx[:-6])), idx[:-6])

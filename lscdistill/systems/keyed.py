@@ -14,8 +14,11 @@ Both directions are fixed-shape tensor programs (no host synchronization, no dat
 and compile: the mixed-radix rounds are plain arithmetic; cycle-walking runs a fixed number of rounds, the longest
 walk of the domain (found once by walking every index, up to ``2**24`` elements), each round kept only where the
 value is still outside, and below ``2**16`` elements both directions are a gathered table (``16 * size`` bytes,
-built once). Only a cycle-walked domain above ``2**24`` that no registered system produces falls back to a loop
+built once). Only a cycle-walked domain above ``2**24`` (``planar`` with 36 doublings or more) falls back to a loop
 that runs until every value is inside (data-dependent).
+
+:meth:`KeyedPermutation.lookup` gives the same map as tables (per round one gather and one add, the reductions
+deferred to two final tables), which a shuffled system runs for all its levels at once.
 """
 
 from __future__ import annotations
@@ -55,18 +58,17 @@ def _hash(v: torch.Tensor, key: int) -> torch.Tensor:
     return ((v ^ key) * _MIX) >> _SHIFT
 
 
-def feistel_radix(v: torch.Tensor, big_a, big_b, keys, inverse: bool) -> torch.Tensor:
-    """Mixed-radix Feistel rounds on ``v`` in ``[0, big_a * big_b)``; radices and keys are ints or per-element
-    int64 tensors (so several domains can be permuted in one pass)."""
+def feistel_radix(v: torch.Tensor, big_a: int, big_b: int, keys: list[int], inverse: bool) -> torch.Tensor:
+    """Mixed-radix Feistel rounds on ``v`` in ``[0, big_a * big_b)``. Each round works in place on the fresh
+    tensors it made (three hash ops and two for the update instead of five new tensors)."""
     a, b = v // big_b, v % big_b
     order = list(enumerate(keys))
-    step = torch.sub if inverse else torch.add  # (b +- h) mod B == (b +- (h mod B)) mod B: h < 2**42, no overflow
     for r, key in reversed(order) if inverse else order:
-        if r % 2 == 0:
-            b = step(b, _hash(a, key)) % big_b
-        else:
-            a = step(a, _hash(b, key)) % big_a
-    return a * big_b + b
+        src, dst, radix = (a, b, big_b) if r % 2 == 0 else (b, a, big_a)
+        h = torch.bitwise_xor(src, key).mul_(_MIX).bitwise_right_shift_(_SHIFT)  # _hash(src, key)
+        # (dst +- h) mod radix == (dst +- (h mod radix)) mod radix: h < 2**42, no overflow
+        (dst.sub_(h) if inverse else dst.add_(h)).remainder_(radix)
+    return a.mul_(big_b).add_(b)
 
 
 def _balanced_factor(size: int) -> tuple[int, int] | None:
@@ -124,6 +126,45 @@ class KeyedPermutation:
     # ------------------------------------------------------------------------------------- mixed radix
     def _radix(self, v: torch.Tensor, inverse: bool) -> torch.Tensor:
         return feistel_radix(v, *self.radix, self.keys, inverse)
+
+    # ------------------------------------------------------------------------------------- lookup form
+    @property
+    def lookup_span(self) -> int | None:
+        """Entries of each table of :meth:`lookup`; ``None`` for a cycle-walked domain above ``2**16`` (no lookup
+        form). A mixed-radix domain needs ``(rounds / 2 + 1) * max(A, B)``: the parts grow by one radix per round."""
+        if self.size <= 1:
+            return 1
+        if self.radix:
+            return ((len(self.keys) + 1) // 2 + 1) * max(self.radix)
+        return self.size if self.size <= _TABLE_MAX else None
+
+    def lookup(self, inverse: bool) -> tuple[int, list[tuple[bool, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """:meth:`forward` (or :meth:`inverse`) as table lookups, one gather and one add per round.
+
+        Returns ``(radix, steps, final_a, final_b)``, CPU int64 tables of :attr:`lookup_span` entries: index
+        ``i`` splits into ``a, b = divmod(i, radix)``; each step ``(updates_a, table)`` does ``a += table[b]`` or
+        ``b += table[a]``; the result is ``final_a[a] + final_b[b]``. The mixed-radix rounds are exact: a table
+        holds the round's hash of its index reduced mod one radix, added mod the other radix (negated for the
+        inverse), and the reductions of the sums are deferred to the final tables. A cycle-walked domain (and
+        one of a single element) is ``a == 0`` with all-zero steps and ``final_b`` its table.
+        """
+        span = self.lookup_span
+        if span is None:
+            raise ValueError(f"a cycle-walked domain of {self.size} elements has no lookup form")
+        rounds = list(enumerate(self.keys))
+        if not self.radix:
+            radix = max(self.size, 1)
+            final_b = self._table(torch.device("cpu"), inverse) if self.size > 1 else torch.zeros(1, dtype=torch.long)
+            steps = [(r % 2 == 1, torch.zeros(span, dtype=torch.long)) for r, _ in rounds]
+            return radix, steps[::-1] if inverse else steps, torch.zeros(span, dtype=torch.long), final_b
+        big_a, big_b = self.radix
+        i = torch.arange(span)
+        steps = []
+        for r, key in reversed(rounds) if inverse else rounds:
+            src, dst = (big_b, big_a) if r % 2 else (big_a, big_b)
+            h = _hash(i % src, key) % dst
+            steps.append((r % 2 == 1, (-h) % dst if inverse else h))
+        return big_b, steps, (i % big_a) * big_b, i % big_b
 
     # ------------------------------------------------------------------------------------- binary + walk
     def _encrypt(self, v: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,14 @@
 
 The permutation is a :class:`~lscdistill.systems.keyed.KeyedPermutation` per level, so it stays within a level
 (the first classes always take root vectors before any interpolated one) and is computed per index in both
-directions: no shuffled table exists. The map is a fixed-shape tensor program (no host synchronization): every
-index is located in its level by a binary search over the level starts, the mixed-radix levels are permuted together
-in one pass with per-index radices and keys, and the other levels (cycle-walked, small) each in their own pass,
-selected with ``torch.where``.
+directions. The map is a fixed-shape tensor program (no host synchronization). The leading levels whose
+:meth:`~lscdistill.systems.keyed.KeyedPermutation.lookup` tables fit ``_LOOKUP_MAX`` entries (every level of A_n up
+to n = 1024, with or without interpolations) are mapped together in one pass: the level of each index by a binary
+search over the level starts, then per round one gather and one in-place add on ``[N]`` int64 tensors, each level's
+part of a table at its own offset: ~30 tensor ops where the Feistel arithmetic with per-index radices and keys took
+~55 (on 1,024 indices an op costs a microsecond or two, almost all of it overhead). When those levels hold at most
+``_LOOKUP_MAX`` indices in all, their map is one table (one gather). Any later level (radices beyond the budget, a
+cycle-walked domain above ``2**16``) runs its own arithmetic over every index, selected with ``torch.where``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import Any
 import torch
 
 from .base import Candidates, VectorSystem, cached
-from .keyed import KeyedPermutation, feistel_radix
+from .keyed import KeyedPermutation
 
 __all__ = ["ShuffledSystem"]
+
+_LOOKUP_MAX = 2**18  # table entries of the levels mapped by lookups: (rounds + 2) tables, <= 20 MiB per direction
 
 
 class ShuffledSystem(VectorSystem):
@@ -34,9 +40,18 @@ class ShuffledSystem(VectorSystem):
         for level, size in enumerate(base.level_sizes):
             self._levels.append((lo, KeyedPermutation(size, self.seed, salt=level)))
             lo += size
-        self._radix_levels = [k for k, (_, p) in enumerate(self._levels) if p.size > 1 and p.radix]
-        self._walk_levels = [k for k, (_, p) in enumerate(self._levels) if p.size > 1 and not p.radix]
-        self._consts: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._identity = all(perm.size <= 1 for _, perm in self._levels)
+        self._n_lookup, span = 0, 0  # the leading levels mapped by table lookups
+        for _, perm in self._levels:
+            if perm.lookup_span is None or span + perm.lookup_span > _LOOKUP_MAX:
+                break
+            self._n_lookup, span = self._n_lookup + 1, span + perm.lookup_span
+        self._lookup_end = lo if self._n_lookup == len(self._levels) else self._levels[self._n_lookup][0]
+        # the CPU tables are built now, not while a caller traces or exports (they would be per-call work)
+        cpu = torch.device("cpu")
+        self._tables: dict[tuple[torch.device, bool], tuple[torch.Tensor, ...]] = {
+            (cpu, inverse): self._build_tables(inverse) for inverse in (False, True) if self._n_lookup
+        }
 
     def _describe_extra(self) -> dict[str, Any]:
         return {**self.base._describe_extra(), "seed": self.seed}
@@ -44,59 +59,83 @@ class ShuffledSystem(VectorSystem):
     def _min_angle(self) -> float:
         return self.base.min_angle
 
-    def _constants(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """Per-level starts, radices and keys as tensors on ``device`` (built once; a few hundred bytes)."""
-        radix = [self._levels[k][1] for k in self._radix_levels]
-        ones = [(1, 1)] * len(self._levels)
-        keys = [[0] * len(radix[0].keys) if radix else [] for _ in self._levels]
-        for k, perm in zip(self._radix_levels, radix, strict=True):
-            ones[k], keys[k] = perm.radix, perm.keys
-        starts = [lo for lo, _ in self._levels]
-        built = cached(
-            self._consts,
-            device,
-            lambda: (
-                torch.tensor(starts, device=device),
-                torch.tensor(ones, device=device),
-                torch.tensor(keys, dtype=torch.long, device=device),
-            ),
-        )
-        return dict(zip(("starts", "radix", "keys"), built, strict=True))
+    def _rounds(self, inverse: bool) -> list[int]:
+        rounds = range(len(self._levels[0][1].keys))
+        return list(reversed(rounds) if inverse else rounds)
+
+    def _offset_first(self, inverse: bool) -> bool:
+        """Whether the first round adds to ``b`` (forward): its table then brings ``b``'s level offset too."""
+        return self._rounds(inverse)[0] % 2 == 0
+
+    def _build_tables(self, inverse: bool) -> tuple[torch.Tensor, ...]:
+        """The lookup levels' tables side by side (level k's part at offset ``o_k``: both ``a`` and ``b`` carry it)
+        and, per level, the radix that splits a local index, the shift that turns a global index into
+        ``(a + o_k) * radix + b`` and ``o_k`` (added to ``b`` by the first table when the first round writes ``b``).
+        Lookup levels of at most ``_LOOKUP_MAX`` indices in all are instead one table of the whole map (one gather).
+        """
+        offset, parts, consts = 0, [], []
+        for lo, perm in self._levels[: self._n_lookup]:
+            radix, steps, final_a, final_b = perm.lookup(inverse)
+            steps = [table for _, table in steps]
+            if self._offset_first(inverse):
+                steps[0] = steps[0] + offset
+            parts.append([*steps, final_a + lo, final_b])
+            consts.append((radix, offset * radix - lo, offset))
+            offset += perm.lookup_span
+        bounds = torch.tensor([lo for lo, _ in self._levels[1 : self._n_lookup]], dtype=torch.long)
+        radix, shift, offsets = (torch.tensor(c, dtype=torch.long) for c in zip(*consts, strict=True))
+        tables = bounds, radix, shift, offsets, *(torch.cat(column) for column in zip(*parts, strict=True))
+        if self._lookup_end <= _LOOKUP_MAX:
+            return (self._run_lookup(torch.arange(self._lookup_end), tables, inverse),)
+        return tables
+
+    def _run_lookup(self, x: torch.Tensor, tables: tuple[torch.Tensor, ...], inverse: bool) -> torch.Tensor:
+        """:meth:`KeyedPermutation.lookup` of every lookup level in one pass; ``x [N]`` holds indices below
+        ``_lookup_end``. Every op but the first few makes or updates an ``[N]`` int64 tensor in place."""
+        bounds, radix, shift, offsets, *steps, final_a, final_b = tables
+        if self._n_lookup > 1:
+            level = torch.bucketize(x, bounds, right=True)
+            radix = radix.index_select(0, level)
+            x = x + shift.index_select(0, level)  # (a + o) * radix + b
+        a = torch.div(x, radix, rounding_mode="floor")  # one level: radix [1] broadcasts, shift and offset are 0
+        b = x % radix
+        if self._n_lookup > 1 and not self._offset_first(inverse):
+            b.add_(offsets.index_select(0, level))
+        for r, table in zip(self._rounds(inverse), steps, strict=True):
+            if r % 2:
+                a.add_(table.index_select(0, b))
+            else:
+                b.add_(table.index_select(0, a))
+        return final_a.index_select(0, a).add_(final_b.index_select(0, b))
+
+    def _lookup(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
+        cpu = self._tables[(torch.device("cpu"), inverse)]
+        tables = cached(self._tables, (x.device, inverse), lambda: tuple(t.to(x.device) for t in cpu))
+        return tables[0].index_select(0, x) if len(tables) == 1 else self._run_lookup(x, tables, inverse)
 
     def _map(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
-        if not self._radix_levels and not self._walk_levels:
+        if self._identity:
             return idx.clone()
-        c = self._constants(idx.device)
-        if len(self._levels) == 1:
-            level, lo = None, 0
-        else:
-            level = torch.bucketize(idx, c["starts"][1:], right=True)  # levels before each index
-            lo = c["starts"][level]
-        local = (idx - lo).clamp(min=0)  # negative indices pass through (below)
-        out = local  # identity for levels of one element
-        mixed = len(self._radix_levels) + len(self._walk_levels) < len(self._levels) or bool(self._walk_levels)
-        if len(self._radix_levels) == 1:  # plain integers, nothing to look up
-            k = self._radix_levels[0]
-            perm = self._levels[k][1]
-            mapped = feistel_radix(local.clamp(max=perm.size - 1), *perm.radix, perm.keys, inverse)
-            out = torch.where(level == k, mapped, out) if mixed else mapped
-        elif self._radix_levels:  # per-index radices and keys (1 and 0 outside the radix levels)
-            radix = c["radix"][level]
-            mapped = feistel_radix(local, radix[..., 0], radix[..., 1], c["keys"][level].unbind(-1), inverse)
-            out = torch.where(radix[..., 0] > 1, mapped, out) if mixed else mapped
-        for k in self._walk_levels:
-            perm = self._levels[k][1]
-            part = local.clamp(max=perm.size - 1)
-            mapped = perm.inverse(part) if inverse else perm.forward(part)
-            out = torch.where(level == k, mapped, out) if level is not None else mapped
-        return torch.where(idx >= 0, lo + out, idx)
+        flat = idx if idx.dim() == 1 else idx.reshape(-1)
+        x = flat.clamp(0, len(self) - 1)  # negative indices pass through (below); beyond the end: never out of bounds
+        out = None
+        if self._n_lookup:
+            out = self._lookup(x if self._lookup_end == len(self) else x.clamp(max=self._lookup_end - 1), inverse)
+        for lo, perm in self._levels[self._n_lookup :]:
+            if perm.size:
+                local = (x - lo).clamp(0, perm.size - 1)
+                mapped = (perm.inverse(local) if inverse else perm.forward(local)) + lo
+                out = mapped if out is None else torch.where(x >= lo, mapped, out)
+        out = torch.where(flat >= 0, out, flat)
+        return out if idx.dim() == 1 else out.reshape(idx.shape)
 
     def to_base(self, idx: torch.Tensor) -> torch.Tensor:
         """Base-system index of each shuffled index."""
         return self._map(idx, inverse=False)
 
     def from_base(self, idx: torch.Tensor) -> torch.Tensor:
-        """Shuffled index of each base-system index (negative values pass through)."""
+        """Shuffled index of each base-system index (negative values pass through; an index at or beyond
+        ``len(self)`` gives some index in range, no error)."""
         return self._map(idx, inverse=True)
 
     def _vectors(self, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
