@@ -81,10 +81,23 @@ def single_thread():
         torch.set_num_threads(before)
 
 
+def steady_heap() -> None:
+    """Free a 30 MiB tensor so that glibc serves later temporaries below that size from its heap.
+
+    glibc maps every allocation above its mmap threshold afresh and unmaps it on free, so each call that makes a
+    temporary of ~1 MB faults its pages in again; freeing a mapped chunk raises the threshold to that chunk's size
+    (up to 32 MiB). A process that has done some work is in that state already, a fresh one is not: the decoder's
+    CPU time differed by up to ~2x between the two (its temporaries are ~0.5-1.5 MB at batch 1024). Timing after
+    this call measures the decoder, not the history of the process."""
+    torch.empty(30 * 2**20 // 4).fill_(0.0)
+
+
 def measure_cpu_interleaved(fns: dict[str, Callable[[], object]], rounds: int, sample_s: float = 1e-3) -> dict:
     """CPU time of the calling thread per call of each of ``fns``, in one intra-op thread, ``rounds`` interleaved
     rounds; within a round each function is called as many times as make about ``sample_s`` (found from its first
-    timed call) and the sample is the mean per call. Returns :func:`stats` per name (the values are per call)."""
+    timed call) and the sample is the mean per call. Returns :func:`stats` per name (the values are per call).
+    Timed after :func:`steady_heap`."""
+    steady_heap()
     with single_thread():
         calls = {}
         for name, fn in fns.items():
