@@ -21,7 +21,9 @@ called in turn, round by round (each call repeated until a sample lasts about a 
 ratio of the medians. CPU time of the calling thread counts neither the time it waits while other processes run
 nor, with one intra-op thread, work done elsewhere, so the ratio holds on a shared 2-core machine where wall
 clocks do not; the wall ratios (default threads) stay beside it. ``fast-compiled`` is compiled while one thread is
-set (inductor bakes the OpenMP thread count into its kernels), so its wall figure is single-threaded too.
+set (inductor bakes the OpenMP thread count into its kernels), so its wall figure is single-threaded too. These
+CPU times are taken first, after :func:`steady_heap` and before the brute-force table and the FAISS index exist
+(right after those multi-GiB allocations the same decoder took ~1.3x the CPU time for a while).
 
 Inputs: ``near-center`` (a class center plus noise, cosine ~0.9: what a trained model gives) and ``gaussian``
 (no structure; at 1.28M classes almost every row's nearest system vector is unassigned, so ``exact`` falls back
@@ -165,20 +167,29 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
     """All methods at one class count, on each kind of inputs; rows and headlines go into ``section``."""
     system = create_system("an", cfg.n_dim, seed=0, interpolations=int(n > cfg.n_dim * (cfg.n_dim + 1)))
     centers = SystemCenters(system, n)
+    inputs = _inputs(centers, cfg, device)
+    compiled, compile_note = _compiled(centers, next(iter(inputs.values())), n, cfg)
+    fns = {}
+    for name, z in inputs.items():
+        fns[name] = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
+        if compiled is not None:
+            fns[name]["fast-compiled"] = partial(compiled, z)
+    # The CPU-time ratios first, before the multi-GiB table and FAISS index exist: right after building them the
+    # same decoder took ~1.3x the CPU time (the kernel reclaiming and compacting memory meanwhile).
+    cpu_times = {}
+    if device.type == "cpu":
+        cpu_times = {
+            name: measure_cpu_interleaved({k: f for k, f in fns[name].items() if k != "exact"}, cfg.cpu_rounds)
+            for name in inputs
+        }
     table = torch.cat([centers.gather(torch.arange(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]).to(device)
     index, _resources = _flat_index(faiss, table) if faiss else (None, None)
     slow: dict = {}  # brute force and FAISS cost the same on any inputs: timed on the first ones only
-    compiled, compile_note = _compiled(centers, next(iter(_inputs(centers, cfg, device).values())), n, cfg)
-    for name, z in _inputs(centers, cfg, device).items():
-        fns = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
-        if compiled is not None:
-            fns["fast-compiled"] = partial(compiled, z)
-        timed = measure_interleaved(fns, device, cfg.repeats, budget_s=cfg.budget_s)
+    for name, z in inputs.items():
+        timed = measure_interleaved(fns[name], device, cfg.repeats, budget_s=cfg.budget_s)
         t = {name: stat for name, (stat, _) in timed.items()}
         r = {name: result for name, (_, result) in timed.items()}
-        cpu = {}
-        if device.type == "cpu":
-            cpu = measure_cpu_interleaved({k: v for k, v in fns.items() if k != "exact"}, cfg.cpu_rounds)
+        cpu = cpu_times.get(name, {})
         brute = partial(exact_nearest, z, table, chunk_size=CHUNK)
         reps = cfg.slow_repeats if not slow else 1
         t["brute"], (brute_idx, _) = measure(brute, device, reps, warmup=0, budget_s=cfg.budget_s)

@@ -104,7 +104,12 @@ def _take(x: torch.Tensor, count: int, largest: bool, ends: torch.Tensor | None 
     else:
         cand = x if largest else -x
     local = _take_keys(_keys(cand), count)
-    return blocks.gather(1, local // width) * width + local % width if nb > 1 else local
+    if nb == 1:
+        return local
+    if width & (width - 1) == 0:  # shifts and masks: int64 // and % are not vectorized on CPU
+        shift = width.bit_length() - 1
+        return (blocks.gather(1, local >> shift) << shift) | (local & (width - 1))
+    return blocks.gather(1, local // width) * width + local % width
 
 
 def row_extremes(
@@ -153,7 +158,9 @@ def first_outside(order: torch.Tensor, taken: torch.Tensor, count: int) -> torch
     """
     if taken.shape[1] == 0:
         return order[:, :count]
-    length = order.shape[1]
-    hit = (order.unsqueeze(2) == taken.unsqueeze(1)).any(dim=2)  # [B, L]
-    rank = hit * length + torch.arange(length, device=order.device)  # kept entries first, in order; unique
-    return order.gather(1, rank.sort(dim=1).indices[:, :count])  # (a sort of L <= 10: topk is slower on CPU)
+    b, length = order.shape
+    hit = order == taken[:, :1]  # a few [B, L] comparisons (one broadcast [B, L, P] comparison was slower)
+    for p in range(1, taken.shape[1]):
+        hit |= order == taken[:, p : p + 1]
+    slot = torch.where(hit, length, (~hit).cumsum(dim=1) - 1)  # kept entries' ranks; the others to a spare slot
+    return order.new_empty((b, length + 1)).scatter_(1, slot, order)[:, :count]  # no sort (slow on CPU)
