@@ -158,8 +158,10 @@ def run(cfg: Config, device: torch.device) -> Section:
     faiss, why = _faiss(device)
     if why:
         section.notes.append(why)
-    for n in cfg.classes:
+    for n in sorted(cfg.classes, reverse=True):  # the largest first: its CPU times before any table ever existed
         _class_count(n, cfg, device, faiss, section)
+    section.rows.sort(key=lambda row: row["n_classes"])  # stable: each class count's rows keep their order
+    section.headlines.sort(key=lambda h: h["n_classes"])
     return section
 
 
