@@ -22,8 +22,8 @@ ratio of the medians. CPU time of the calling thread counts neither the time it 
 nor, with one intra-op thread, work done elsewhere, so the ratio holds on a shared 2-core machine where wall
 clocks do not; the wall ratios (default threads) stay beside it. ``fast-compiled`` is compiled while one thread is
 set (inductor bakes the OpenMP thread count into its kernels), so its wall figure is single-threaded too. These
-CPU times are taken first, after :func:`steady_heap` and before the brute-force table and the FAISS index exist
-(right after those multi-GiB allocations the same decoder took ~1.3x the CPU time for a while).
+CPU times are taken first, for every class count, after :func:`steady_heap` and before any brute-force table or FAISS
+index exists (right after those multi-GiB allocations the same decoder measured slower for a while).
 
 Inputs: ``near-center`` (a class center plus noise, cosine ~0.9: what a trained model gives) and ``gaussian``
 (no structure; at 1.28M classes almost every row's nearest system vector is unassigned, so ``exact`` falls back
@@ -88,9 +88,9 @@ def steady_heap() -> None:
 
     glibc maps every allocation above its mmap threshold afresh and unmaps it on free, so each call that makes a
     temporary of ~1 MB faults its pages in again; freeing a mapped chunk raises the threshold to that chunk's size
-    (up to 32 MiB). A process that has done some work is in that state already, a fresh one is not: the decoder's
-    CPU time differed by up to ~2x between the two (its temporaries are ~0.5-1.5 MB at batch 1024). Timing after
-    this call measures the decoder, not the history of the process."""
+    (up to 32 MiB). A process that has done some work is in that state already, a fresh one is not, and the
+    decoder's CPU time (its temporaries are ~0.5-1.5 MB at batch 1024) swung with what the process had done before.
+    Timing after this call measures the decoder, not the history of the process."""
     torch.empty(30 * 2**20 // 4).fill_(0.0)
 
 
@@ -158,15 +158,16 @@ def run(cfg: Config, device: torch.device) -> Section:
     faiss, why = _faiss(device)
     if why:
         section.notes.append(why)
-    for n in sorted(cfg.classes, reverse=True):  # the largest first: its CPU times before any table ever existed
-        _class_count(n, cfg, device, faiss, section)
-    section.rows.sort(key=lambda row: row["n_classes"])  # stable: each class count's rows keep their order
-    section.headlines.sort(key=lambda h: h["n_classes"])
+    # Every class count's CPU-time ratios first, before any multi-GiB brute-force table or FAISS index exists (the
+    # same decoder measured slower for a while after those allocations and frees, the kernel reclaiming memory).
+    cases = {n: _prepare(n, cfg, device) for n in cfg.classes}
+    for n in cfg.classes:
+        _class_count(n, cases.pop(n), cfg, device, faiss, section)
     return section
 
 
-def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Section) -> None:
-    """All methods at one class count, on each kind of inputs; rows and headlines go into ``section``."""
+def _prepare(n: int, cfg: Config, device: torch.device) -> dict:
+    """The centers, inputs and timed functions of one class count, and their single-thread CPU times (on CPU)."""
     system = create_system("an", cfg.n_dim, seed=0, interpolations=int(n > cfg.n_dim * (cfg.n_dim + 1)))
     centers = SystemCenters(system, n)
     inputs = _inputs(centers, cfg, device)
@@ -176,14 +177,19 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
         fns[name] = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
         if compiled is not None:
             fns[name]["fast-compiled"] = partial(compiled, z)
-    # The CPU-time ratios first, before the multi-GiB table and FAISS index exist: right after building them the
-    # same decoder took ~1.3x the CPU time (the kernel reclaiming and compacting memory meanwhile).
     cpu_times = {}
     if device.type == "cpu":
         cpu_times = {
             name: measure_cpu_interleaved({k: f for k, f in fns[name].items() if k != "exact"}, cfg.cpu_rounds)
             for name in inputs
         }
+    return {"centers": centers, "inputs": inputs, "fns": fns, "compile_note": compile_note, "cpu": cpu_times}
+
+
+def _class_count(n: int, case: dict, cfg: Config, device: torch.device, faiss, section: Section) -> None:
+    """All methods at one class count (prepared by :func:`_prepare`), on each kind of inputs; rows and headlines go
+    into ``section``."""
+    centers, inputs, fns, compile_note = case["centers"], case["inputs"], case["fns"], case["compile_note"]
     table = torch.cat([centers.gather(torch.arange(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]).to(device)
     index, _resources = _flat_index(faiss, table) if faiss else (None, None)
     slow: dict = {}  # brute force and FAISS cost the same on any inputs: timed on the first ones only
@@ -191,7 +197,7 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
         timed = measure_interleaved(fns[name], device, cfg.repeats, budget_s=cfg.budget_s)
         t = {name: stat for name, (stat, _) in timed.items()}
         r = {name: result for name, (_, result) in timed.items()}
-        cpu = cpu_times.get(name, {})
+        cpu = case["cpu"].get(name, {})
         brute = partial(exact_nearest, z, table, chunk_size=CHUNK)
         reps = cfg.slow_repeats if not slow else 1
         t["brute"], (brute_idx, _) = measure(brute, device, reps, warmup=0, budget_s=cfg.budget_s)
@@ -207,7 +213,7 @@ def _class_count(n: int, cfg: Config, device: torch.device, faiss, section: Sect
         else:
             slow = {k: t[k] for k in ("brute", "faiss") if k in t}
         fast, exact = r["fast"], r["exact"]
-        if compiled is not None:
+        if "fast-compiled" in r:
             same = torch.equal(r["fast-compiled"][0], fast.labels)
             notes["fast-compiled"] = f"{compile_note}; labels {'equal' if same else 'DIFFER from'} eager"
         answered = ~fast.new_class

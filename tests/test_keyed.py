@@ -172,3 +172,27 @@ def test_shuffled_map_of_the_imagenet_size_system_gives_the_frozen_bits(seed):
     _check_against_frozen(system, idx)
     _check_against_frozen(system, idx[:20_000].reshape(500, 40))  # candidates come as [B, K]
     assert torch.equal(system.to_base(system.from_base(idx[:-6])), idx[:-6])
+
+
+@pytest.mark.parametrize("shape", [("an", 384, 1), ("an", 8, 1), ("v21", 64, 0), ("planar", 2, 12)])
+def test_traced_shuffled_map_runs_the_arithmetic_with_the_same_bits(shuffled_systems, shape, monkeypatch):
+    """Under torch.export / torch.compile every level runs the Feistel arithmetic (no tables in an exported file);
+    it gives the frozen bits like the eager lookups."""
+    system = shuffled_systems[shape]
+    g = torch.Generator().manual_seed(len(system) % 1000)
+    idx = torch.cat([torch.randint(0, len(system), (3000,), generator=g), torch.tensor([-1, 0, len(system) - 1])])
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    _check_against_frozen(system, idx)
+
+
+def test_shuffled_map_takes_int32_and_stays_in_range_past_the_end(shuffled_systems):
+    big = shuffled_systems[("planar", 2, 38)]  # more than 2**31 indices
+    idx = torch.tensor([-3, 0, 5, 2**31 - 2])
+    for inverse in (False, True):
+        want = big.from_base(idx) if inverse else big.to_base(idx)
+        got = big.from_base(idx.int()) if inverse else big.to_base(idx.int())
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    system = shuffled_systems[("an", 384, 1)]
+    past = torch.tensor([len(system), len(system) + 7, 2**62])
+    for mapped in (system.to_base(past), system.from_base(past)):
+        assert ((mapped >= 0) & (mapped < len(system))).all()  # documented: some index in range, no error

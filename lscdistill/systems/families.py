@@ -125,7 +125,7 @@ class Family:
             else:
                 lo, hi = torch.minimum(cols[0], cols[1]), torch.maximum(cols[0], cols[1])
                 r = _comb2(_unskip(hi, occupied)) + _unskip(lo, occupied)
-            term = r * stride if stride != 1 else r
+            term = r * stride if stride != 1 or idx is None else r  # the first term a new tensor: never a view of pos
             idx = term if idx is None else idx + term
             occupied += cols
             start += k

@@ -54,8 +54,8 @@ def _splitmix64(state: int) -> tuple[int, int]:
 
 
 def _hash(v: torch.Tensor, key: int) -> torch.Tensor:
-    """Keyed multiplicative hash of values below 2**31 (key below 2**32)."""
-    return ((v ^ key) * _MIX) >> _SHIFT
+    """Keyed multiplicative hash of values below 2**31 (key below 2**32); a new tensor (worked on in place)."""
+    return torch.bitwise_xor(v, key).mul_(_MIX).bitwise_right_shift_(_SHIFT)
 
 
 def feistel_radix(v: torch.Tensor, big_a: int, big_b: int, keys: list[int], inverse: bool) -> torch.Tensor:
@@ -65,7 +65,7 @@ def feistel_radix(v: torch.Tensor, big_a: int, big_b: int, keys: list[int], inve
     order = list(enumerate(keys))
     for r, key in reversed(order) if inverse else order:
         src, dst, radix = (a, b, big_b) if r % 2 == 0 else (b, a, big_a)
-        h = torch.bitwise_xor(src, key).mul_(_MIX).bitwise_right_shift_(_SHIFT)  # _hash(src, key)
+        h = _hash(src, key)
         # (dst +- h) mod radix == (dst +- (h mod radix)) mod radix: h < 2**42, no overflow
         (dst.sub_(h) if inverse else dst.add_(h)).remainder_(radix)
     return a.mul_(big_b).add_(b)

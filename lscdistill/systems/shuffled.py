@@ -2,14 +2,17 @@
 
 The permutation is a :class:`~lscdistill.systems.keyed.KeyedPermutation` per level, so it stays within a level
 (the first classes always take root vectors before any interpolated one) and is computed per index in both
-directions. The map is a fixed-shape tensor program (no host synchronization). The leading levels whose
+directions. The map is a fixed-shape tensor program (no host synchronization). Eagerly, the leading levels whose
 :meth:`~lscdistill.systems.keyed.KeyedPermutation.lookup` tables fit ``_LOOKUP_MAX`` entries (every level of A_n up
-to n = 1024, with or without interpolations) are mapped together in one pass: the level of each index by a binary
-search over the level starts, then per round one gather and one in-place add on ``[N]`` int64 tensors, each level's
-part of a table at its own offset: ~30 tensor ops where the Feistel arithmetic with per-index radices and keys took
-~55 (on 1,024 indices an op costs a microsecond or two, almost all of it overhead). When those levels hold at most
-``_LOOKUP_MAX`` indices in all, their map is one table (one gather). Any later level (radices beyond the budget, a
-cycle-walked domain above ``2**16``) runs its own arithmetic over every index, selected with ``torch.where``.
+to n = 617, with or without interpolations, and most above) are mapped together in one pass: the level of each index
+by a binary search over the level starts, then per round one gather and one in-place add on ``[N]`` int64 tensors,
+each level's part of a table at its own offset: ~30 tensor ops where the Feistel arithmetic with per-index radices
+and keys took ~55 (on 1,024 indices an op costs a microsecond or two, almost all of it overhead). When those levels
+hold at most ``_LOOKUP_MAX`` indices in all, their map is one table (one gather). Any later level (radices beyond the
+budget, a cycle-walked domain above ``2**16``) runs its own arithmetic over every index, selected with
+``torch.where``; traced (``torch.export``, ``torch.compile``) every level does, so an exported file holds no tables.
+The tables (both directions, on CPU, at most ~40 MiB; ~6 MiB for A_384r with one interpolation) are built with the
+system; each device a map runs on gets its own copy on first use.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class ShuffledSystem(VectorSystem):
         self._lookup_end = lo if self._n_lookup == len(self._levels) else self._levels[self._n_lookup][0]
         # the CPU tables are built now, not while a caller traces or exports (they would be per-call work)
         cpu = torch.device("cpu")
+        self._writes_a: dict[bool, list[bool]] = {}  # per direction, per round: the round adds to ``a`` (else ``b``)
         self._tables: dict[tuple[torch.device, bool], tuple[torch.Tensor, ...]] = {
             (cpu, inverse): self._build_tables(inverse) for inverse in (False, True) if self._n_lookup
         }
@@ -59,14 +63,6 @@ class ShuffledSystem(VectorSystem):
     def _min_angle(self) -> float:
         return self.base.min_angle
 
-    def _rounds(self, inverse: bool) -> list[int]:
-        rounds = range(len(self._levels[0][1].keys))
-        return list(reversed(rounds) if inverse else rounds)
-
-    def _offset_first(self, inverse: bool) -> bool:
-        """Whether the first round adds to ``b`` (forward): its table then brings ``b``'s level offset too."""
-        return self._rounds(inverse)[0] % 2 == 0
-
     def _build_tables(self, inverse: bool) -> tuple[torch.Tensor, ...]:
         """The lookup levels' tables side by side (level k's part at offset ``o_k``: both ``a`` and ``b`` carry it)
         and, per level, the radix that splits a local index, the shift that turns a global index into
@@ -76,8 +72,9 @@ class ShuffledSystem(VectorSystem):
         offset, parts, consts = 0, [], []
         for lo, perm in self._levels[: self._n_lookup]:
             radix, steps, final_a, final_b = perm.lookup(inverse)
+            self._writes_a[inverse] = [writes_a for writes_a, _ in steps]  # the same rounds at every level
             steps = [table for _, table in steps]
-            if self._offset_first(inverse):
+            if not self._writes_a[inverse][0]:  # the first round writes b: its table brings b's level offset too
                 steps[0] = steps[0] + offset
             parts.append([*steps, final_a + lo, final_b])
             consts.append((radix, offset * radix - lo, offset))
@@ -99,10 +96,11 @@ class ShuffledSystem(VectorSystem):
             x = x + shift.index_select(0, level)  # (a + o) * radix + b
         a = torch.div(x, radix, rounding_mode="floor")  # one level: radix [1] broadcasts, shift and offset are 0
         b = x % radix
-        if self._n_lookup > 1 and not self._offset_first(inverse):
+        writes_a = self._writes_a[inverse]
+        if self._n_lookup > 1 and writes_a[0]:
             b.add_(offsets.index_select(0, level))
-        for r, table in zip(self._rounds(inverse), steps, strict=True):
-            if r % 2:
+        for to_a, table in zip(writes_a, steps, strict=True):
+            if to_a:
                 a.add_(table.index_select(0, b))
             else:
                 b.add_(table.index_select(0, a))
@@ -116,12 +114,16 @@ class ShuffledSystem(VectorSystem):
     def _map(self, idx: torch.Tensor, inverse: bool) -> torch.Tensor:
         if self._identity:
             return idx.clone()
-        flat = idx if idx.dim() == 1 else idx.reshape(-1)
+        flat = (idx if idx.dim() == 1 else idx.reshape(-1)).long()
         x = flat.clamp(0, len(self) - 1)  # negative indices pass through (below); beyond the end: never out of bounds
         out = None
-        if self._n_lookup:
+        # Traced (torch.export, torch.compile) every level runs the Feistel arithmetic: the lookup tables would be
+        # constants of the exported file (MiBs, where the arithmetic is a few hundred bytes) and inductor fuses the
+        # arithmetic (constant radices) but turns gathers into scalar loads. Eager, the tables: fewer, cheaper ops.
+        n_lookup = 0 if torch.compiler.is_compiling() else self._n_lookup
+        if n_lookup:
             out = self._lookup(x if self._lookup_end == len(self) else x.clamp(max=self._lookup_end - 1), inverse)
-        for lo, perm in self._levels[self._n_lookup :]:
+        for lo, perm in self._levels[n_lookup:]:
             if perm.size:
                 local = (x - lo).clamp(0, perm.size - 1)
                 mapped = (perm.inverse(local) if inverse else perm.forward(local)) + lo
