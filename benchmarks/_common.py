@@ -7,11 +7,14 @@ issue asks for, each with its spread and, where there is one, its target).
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -187,3 +190,26 @@ def machine(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def run_worker(module: str, spec: dict, env: dict[str, str] | None = None) -> dict:
+    """``python -m MODULE --worker JSON`` in a child process of its own: its last line of output read as JSON, or
+    ``{"error": its last line of stderr}`` when it failed (the module's ``main`` is :func:`worker_main`)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        env=env,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker_main(worker: Callable[[dict], dict], description: str) -> None:
+    """The command line of a benchmark's child process: ``--worker JSON`` in, the worker's result as JSON out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--worker", required=True, help="JSON description of one case (see worker())")
+    print(json.dumps(worker(json.loads(parser.parse_args().worker))))

@@ -28,13 +28,9 @@ time, not the wall clock, says how long the group takes on an idle machine (abou
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -43,7 +39,7 @@ from pathlib import Path
 import torch
 
 from . import bench_paper_distill, bench_paper_instances, bench_paper_losses
-from ._common import Section, headline
+from ._common import Section, headline, run_worker, worker_main
 
 EXPERIMENTS = ("table9", "table10", "table5", "planar", "distill", "table8")
 
@@ -231,17 +227,8 @@ def worker(spec: dict) -> dict:
 
 
 def _point(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_paper", "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parents[1],
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"},
-    )
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    return run_worker("benchmarks.bench_paper", spec, env)
 
 
 def _make_store(path: Path, n: int, dim: int) -> None:
@@ -331,11 +318,5 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", required=True, help="JSON description of one Table 10 point (see worker())")
-    print(json.dumps(worker(json.loads(parser.parse_args().worker))))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(worker, __doc__.splitlines()[0])

@@ -22,7 +22,7 @@ ratio of the medians. CPU time of the calling thread counts neither the time it 
 nor, with one intra-op thread, work done elsewhere, so the ratio holds on a shared 2-core machine where wall
 clocks do not; the wall ratios (default threads) stay beside it. ``fast-compiled`` is compiled while one thread is
 set (inductor bakes the OpenMP thread count into its kernels), so its wall figure is single-threaded too. These
-CPU times are taken in a fresh child process per class count (:func:`cpu_worker`, after :func:`steady_heap`), so
+CPU times are taken in a fresh child process per class count (:func:`worker`, after :func:`steady_heap`), so
 what the suite did before (multi-GiB brute-force tables, compiling) does not move them.
 
 Inputs: ``near-center`` (a class center plus noise, cosine ~0.9: what a trained model gives) and ``gaussian``
@@ -34,17 +34,12 @@ check: fast, exact and FAISS agree with brute force.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 
@@ -52,7 +47,7 @@ from lscdistill.centers import SystemCenters
 from lscdistill.decode import exact_nearest
 from lscdistill.systems import create_system
 
-from ._common import Section, headline, measure, measure_interleaved, ratio, stats
+from ._common import Section, headline, measure, measure_interleaved, ratio, run_worker, stats, worker_main
 
 TARGETS = {"brute": 500.0, "faiss": 300.0}  # fast decoder speedups the issue asks for at TARGET_CLASSES
 FLOOR_TARGET = 30.0  # fast decoder at most this many times the floor at TARGET_CLASSES (eager and compiled)
@@ -168,9 +163,9 @@ def run(cfg: Config, device: torch.device) -> Section:
     return section
 
 
-def _prepare(n: int, cfg: Config, device: torch.device) -> dict:
-    """The centers, inputs and timed functions of one class count, and their single-thread CPU times (on CPU, from
-    a fresh child process: :func:`cpu_worker`)."""
+def _setup(n: int, cfg: Config, device: torch.device) -> tuple[SystemCenters, dict, dict, str]:
+    """The centers and inputs of one class count, the timed functions of each kind of inputs (floor, fast, exact,
+    and at the largest count the compiled fast predict) and the compile note."""
     system = create_system("an", cfg.n_dim, seed=0, interpolations=int(n > cfg.n_dim * (cfg.n_dim + 1)))
     centers = SystemCenters(system, n)
     inputs = _inputs(centers, cfg, device)
@@ -180,43 +175,32 @@ def _prepare(n: int, cfg: Config, device: torch.device) -> dict:
         fns[name] = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
         if compiled is not None:
             fns[name]["fast-compiled"] = partial(compiled, z)
-    cpu_times = _cpu_in_child(n, cfg) if device.type == "cpu" else {}
+    return centers, inputs, fns, compile_note
+
+
+def _prepare(n: int, cfg: Config, device: torch.device) -> dict:
+    """:func:`_setup`, and on CPU the single-thread CPU times from a fresh child process (:func:`worker`)."""
+    centers, inputs, fns, compile_note = _setup(n, cfg, device)
+    cpu_times = {}
+    if device.type == "cpu":
+        cpu_times = run_worker("benchmarks.bench_predict", {"n": n, "config": asdict(cfg)})
+        if "error" in cpu_times:
+            raise RuntimeError(f"CPU-time worker for {n} classes failed: {cpu_times['error']}")
     return {"centers": centers, "inputs": inputs, "fns": fns, "compile_note": compile_note, "cpu": cpu_times}
 
 
-def _cpu_in_child(n: int, cfg: Config) -> dict:
-    spec = json.dumps({"n": n, "config": asdict(cfg)})
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_predict", "--cpu-worker", spec],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parents[1],
-    )
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise RuntimeError(f"CPU-time worker for {n} classes failed: {lines[-1] if lines else proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_worker(spec: dict) -> dict:
+def worker(spec: dict) -> dict:
     """In a process of its own: the floor, fast and (at the largest class count) compiled fast predict of each kind
     of inputs, single-thread CPU time, interleaved (:func:`measure_cpu_interleaved`). A fresh process measures the
     decoder, not what the suite did before it (after the brute-force tables and the compiler's work of earlier
     figures the same decoder measured slower, by amounts that changed from run to run, in the suite's own
     process)."""
-    n, cfg = spec["n"], Config(**spec["config"])
-    cpu = torch.device("cpu")
-    system = create_system("an", cfg.n_dim, seed=0, interpolations=int(n > cfg.n_dim * (cfg.n_dim + 1)))
-    centers = SystemCenters(system, n)
-    inputs = _inputs(centers, cfg, cpu)
-    compiled, _ = _compiled(centers, next(iter(inputs.values())), n, cfg)
-    out = {}
-    for name, z in inputs.items():
-        fns = {"floor": z.sum, "fast": partial(centers.predict, z, "fast")}
-        if compiled is not None:
-            fns["fast-compiled"] = partial(compiled, z)
-        out[name] = measure_cpu_interleaved(fns, cfg.cpu_rounds)
-    return out
+    cfg = Config(**spec["config"])
+    _, _, fns, _ = _setup(spec["n"], cfg, torch.device("cpu"))
+    return {
+        name: measure_cpu_interleaved({k: f for k, f in timed.items() if k != "exact"}, cfg.cpu_rounds)
+        for name, timed in fns.items()
+    }
 
 
 def _class_count(n: int, case: dict, cfg: Config, device: torch.device, faiss, section: Section) -> None:
@@ -303,11 +287,5 @@ def _compiled(centers: SystemCenters, z: torch.Tensor, n: int, cfg: Config):
     return fn, f"compiled in {time.perf_counter() - start:.0f} s{threads}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-worker", required=True, help="JSON: the class count and the Config (see cpu_worker())")
-    print(json.dumps(cpu_worker(json.loads(parser.parse_args().cpu_worker))))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(worker, __doc__.splitlines()[0])

@@ -18,11 +18,7 @@ whole peak.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import Section, headline, peak_rss_bytes, ratio, stats
+from ._common import Section, headline, peak_rss_bytes, ratio, run_worker, stats, worker_main
 
 DIM = 384
 LSC_FLAT_PCT = 5.0  # LSC peak memory may vary at most this much across class counts
@@ -109,16 +105,7 @@ def _make_store(path: Path, n: int) -> None:
 
 
 def _case(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_train", "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parents[1],
-    )
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker("benchmarks.bench_train", spec)
 
 
 def run(cfg: Config, device: torch.device) -> Section:
@@ -175,11 +162,5 @@ def run(cfg: Config, device: torch.device) -> Section:
     return section
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", required=True, help="JSON description of one case (see worker())")
-    print(json.dumps(worker(json.loads(parser.parse_args().worker))))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(worker, __doc__.splitlines()[0])
