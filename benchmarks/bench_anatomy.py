@@ -34,7 +34,7 @@ from lscdistill.systems.base import row_divisor
 from lscdistill.systems.extremes import block_ends, block_width
 
 from ._common import Section, headline
-from .bench_predict import measure_cpu_interleaved, single_thread
+from .bench_predict import compile_fast, measure_cpu_interleaved, single_thread
 
 VIEWS = {"view", "slice", "select", "unsqueeze", "expand", "as_strided", "squeeze", "t", "transpose", "unbind"}
 VIEWS |= {"alias", "_unsafe_view", "reshape", "permute", "detach", "lift_fresh"}
@@ -172,13 +172,8 @@ def _compiled_kernels(section: Section, centers: SystemCenters, z: torch.Tensor,
     import torch._inductor.config as inductor_config
     from torch.profiler import profile
 
-    def fast(z):
-        p = centers.predict(z, "fast")
-        return p.labels, p.cosine, p.new_class
-
     with single_thread(), _kernel_profile(inductor_config):
-        fn = torch.compile(fast, fullgraph=True, dynamic=False)
-        fn(z)
+        fn, _ = compile_fast(centers, z)
         times = measure_cpu_interleaved({"floor": z.sum, "fast compiled": partial(fn, z)}, cfg.rounds)
         calls = 20
         with profile() as prof:

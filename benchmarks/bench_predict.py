@@ -274,6 +274,11 @@ def _compiled(centers: SystemCenters, z: torch.Tensor, n: int, cfg: Config):
     """The fast predict compiled with ``fullgraph=True`` at the largest class count: ``(fn, note)``."""
     if not cfg.compiled or n != max(cfg.classes):
         return None, ""
+    return compile_fast(centers, z)
+
+
+def compile_fast(centers: SystemCenters, z: torch.Tensor):
+    """``centers.predict(z, "fast")`` compiled with ``fullgraph=True`` and called once on ``z``: ``(fn, note)``."""
 
     def fast(z):
         p = centers.predict(z, "fast")
