@@ -11,8 +11,8 @@ and keys took ~55 (on 1,024 indices an op costs a microsecond or two, almost all
 hold at most ``_LOOKUP_MAX`` indices in all, their map is one table (one gather). Any later level (radices beyond the
 budget, a cycle-walked domain above ``2**16``) runs its own arithmetic over every index, selected with
 ``torch.where``; traced (``torch.export``, ``torch.compile``) every level does, so an exported file holds no tables.
-The tables (both directions, on CPU, at most ~40 MiB; ~6 MiB for A_384r with one interpolation) are built with the
-system; each device a map runs on gets its own copy on first use.
+The tables (per direction at most ~20 MiB; ~3 MiB for A_384r with one interpolation) are built on CPU by the first
+eager map in that direction; each device a map runs on gets its own copy on first use.
 """
 
 from __future__ import annotations
@@ -50,12 +50,9 @@ class ShuffledSystem(VectorSystem):
                 break
             self._n_lookup, span = self._n_lookup + 1, span + perm.lookup_span
         self._lookup_end = lo if self._n_lookup == len(self._levels) else self._levels[self._n_lookup][0]
-        # the CPU tables are built now, not while a caller traces or exports (they would be per-call work)
-        cpu = torch.device("cpu")
         self._writes_a: dict[bool, list[bool]] = {}  # per direction, per round: the round adds to ``a`` (else ``b``)
-        self._tables: dict[tuple[torch.device, bool], tuple[torch.Tensor, ...]] = {
-            (cpu, inverse): self._build_tables(inverse) for inverse in (False, True) if self._n_lookup
-        }
+        # per (device, direction), built on the first eager call that needs them (a traced map never reads them)
+        self._tables: dict[tuple[torch.device, bool], tuple[torch.Tensor, ...]] = {}
 
     def _describe_extra(self) -> dict[str, Any]:
         return {**self.base._describe_extra(), "seed": self.seed}
@@ -107,7 +104,7 @@ class ShuffledSystem(VectorSystem):
         return final_a.index_select(0, a).add_(final_b.index_select(0, b))
 
     def _lookup(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
-        cpu = self._tables[(torch.device("cpu"), inverse)]
+        cpu = cached(self._tables, (torch.device("cpu"), inverse), lambda: self._build_tables(inverse))
         tables = cached(self._tables, (x.device, inverse), lambda: tuple(t.to(x.device) for t in cpu))
         return tables[0].index_select(0, x) if len(tables) == 1 else self._run_lookup(x, tables, inverse)
 
