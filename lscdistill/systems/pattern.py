@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from . import native
 from .base import Candidates, VectorSystem, row_divisor
 from .extremes import block_ends
 from .families import Family, PositiveRoots, pick
@@ -138,6 +139,7 @@ class PatternSystem(VectorSystem):
         self._definition = dict(definition or {})
         self._drop = projection == "drop_last"
         self._plan = RankPlan(self.families, self._drop, self.n_coords - self._drop, self.n_coords)
+        self._native: dict[str, native.Spec] = {}  # the C kernel's view of the system, built on first use
 
     def _describe_extra(self) -> dict[str, Any]:
         return {**self._definition, "projection": self.projection}
@@ -198,13 +200,22 @@ class PatternSystem(VectorSystem):
 
     # ---------------------------------------------------------------------------------------- nearest
     def _search(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Float32 rows searched where they are (no lift): the block ends that pick the extremes' candidates also
-        # give each row's largest magnitude, so the batch is read twice (ends, then the scaled copy and its norm)
-        # before the small [B, <=10] rank table takes over. Any other case: the rows made safe, then searched.
+        # Float32 rows searched where they are (no lift). On CPU one C kernel (native.py) reads each row twice and
+        # gives the divisor, the rank table and the best variant; the tensor program below (export, CUDA) gives
+        # the same bits: the block ends that pick the extremes' candidates also give each row's largest magnitude,
+        # so the batch is read twice (ends, then the scaled copy and its norm) before the small [B, <=10] rank
+        # table takes over. Any other case: the rows made safe, then searched.
         if z.dtype in (torch.float16, torch.bfloat16):
             z = z.float()
         if z.dtype != torch.float32 or self.projection == "orthonormal" or not self._plan.n_cols:
             return super()._search(z)
+        if native.usable(z, self._plan):  # the same search, up to the norms, as one C kernel
+            spec = native.spec(self)
+            divisor, ok, finite, coords, values, idx, score = native.decode(z, spec)
+            x = z / divisor.unsqueeze(1)
+            if not spec.scored:
+                idx, score = self._best(Ranks(x, coords, values))
+            return idx, score / torch.linalg.vector_norm(x, dim=1), ok, finite
         top, bottom = block_ends(z)  # of the unscaled rows: divided by a row's divisor, those of the scaled row
         divisor, ok, finite = row_divisor(torch.maximum(top.amax(dim=1), bottom.amax(dim=1)).unsqueeze(1))
         x = z / divisor
