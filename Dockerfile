@@ -24,9 +24,17 @@ COPY recipes /tmp/lscdistill-src/recipes
 # constraints file turns any attempt by the resolver to replace them into a build error instead of a silent
 # multi-GB download of another build (and a base without them fails at the grep). Non-editable install; the source
 # copy is removed afterwards.
+# A C compiler: the fast decoder's CPU kernel (lscdistill.systems.native) is built here once, into
+# /cache/lscdistill (a mounted /cache builds its own copy on first use, in about a second). Not version-pinned:
+# the Ubuntu archive drops superseded gcc builds, so a pin would break the build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tmp/base-torch.txt \
     && pip install --no-cache-dir --constraint /tmp/base-torch.txt /tmp/lscdistill-src \
     && python -c "import torch, lscdistill; print('lscdistill', lscdistill.__version__, 'torch', torch.__version__)" \
+    && python -c "from lscdistill.systems import native; assert native.available(), 'C kernel not built'" \
     && cat /tmp/base-torch.txt \
     && rm -rf /tmp/base-torch.txt /tmp/lscdistill-src
 
@@ -35,7 +43,7 @@ RUN pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tmp/base-torc
 # and /cache are writable by any UID, so `docker run --user "$(id -u):$(id -g)"` works for every host user.
 RUN (id -u 1000 > /dev/null 2>&1 || useradd --create-home --uid 1000 --shell /usr/sbin/nologin lscdistill) \
     && mkdir -p /data /cache \
-    && chmod 1777 /data /cache
+    && chmod 1777 /data /cache /cache/lscdistill
 USER 1000
 WORKDIR /data
 

@@ -1,20 +1,23 @@
-"""Where the fast decoder's time goes, against the floor (one read of the batch): why it is not within 30x.
+"""Where the fast decoder's time goes, against the floor (one read of the batch), with the C kernel and without it.
 
 At the predict benchmark's largest case (A_384r with one interpolation level, 1,281,167 classes, batch 1024,
 near-center inputs), all in CPU time of one intra-op thread (``time.thread_time``, ``torch.set_num_threads(1)``),
 each figure called in interleaved rounds with the floor (``z.sum()``) and given as a multiple of it:
 
-- ``stage``: the decoder's steps one by one, on the same batch: the block maxima and minima (the one full read
-  of the batch that picks the extremes' candidates), the rank table (the extreme coordinates, from the block ends),
-  scoring every variant and indexing the winner, the seeded shuffle's inverse map, and the rows' norms.
-- ``primitive``: single aten operations the decoder is built from or could be: a block reduction, a row
+- ``stage``: the decoder's steps one by one, on the same batch. With the C kernel (``lscdistill.systems.native``,
+  what a float32 CPU batch runs): the kernel (row divisor, rank table and best variant), the rows divided and their
+  norms, the seeded shuffle's inverse map. The tensor program it replaces (``tensor program:``, what export and
+  CUDA run): the block maxima and minima (the full read of the batch that picks the extremes' candidates), the rank
+  table from the block ends, scoring every variant and indexing the winner.
+- ``primitive``: single aten operations the tensor program is built from or could be: a block reduction, a row
   reduction, ``argmax``/``topk`` over rows, an int64 remainder, and one elementwise op on ``[B]`` (what every small
-  op of the decoder costs at least: dispatch and launch).
-- ``batch``: the fast predict / floor ratio at several batch sizes (the per-call overhead of the small ops
-  weighs less as the batch grows; what remains is the per-row work).
-- ``ops``: aten operations one fast predict dispatches (``TorchDispatchMode``), all and without views.
+  op costs at least: dispatch and launch).
+- ``batch``: the fast predict / floor ratio at several batch sizes, with the kernel and with the tensor program (the
+  per-call overhead of small ops weighs less as the batch grows; what remains is the per-row work).
+- ``ops``: aten operations one fast predict dispatches (``TorchDispatchMode``), all and without views, both ways.
 - ``compiled kernel``: with ``compiled``, the fast predict under ``torch.compile(fullgraph=True)`` and the CPU time
-  inductor's profile gives each of its fused kernels (``torch._inductor.config.cpp.enable_kernel_profile``).
+  the profiler gives each of inductor's fused kernels (``torch._inductor.config.cpp.enable_kernel_profile``) and the
+  C kernel's custom op.
 
 ``python -m benchmarks run --only anatomy`` (CPU only: the ratios are about one CPU thread).
 """
@@ -22,6 +25,7 @@ each figure called in interleaved rounds with the floor (``z.sum()``) and given 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -29,7 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lscdistill.centers import SystemCenters
-from lscdistill.systems import create_system
+from lscdistill.systems import create_system, native
 from lscdistill.systems.base import row_divisor
 from lscdistill.systems.extremes import block_ends, block_width
 
@@ -72,25 +76,35 @@ def _batch(centers: SystemCenters, batch: int) -> torch.Tensor:
 
 
 def _stages(centers: SystemCenters, z: torch.Tensor) -> dict:
-    """The steps of ``PatternSystem._search`` (float32, drop-last) on ``z``, each callable alone."""
+    """The steps of ``PatternSystem._search`` (float32, drop-last) on ``z``, each callable alone: the C kernel's
+    (when it is available here) and the tensor program's."""
     system = centers.system
     base = getattr(system, "base", system)
     plan = base._plan
+    stages = {}
+    if native.usable(z, plan):
+        spec = native.spec(base)
+        divisor, *_, idx, _ = native.decode(z, spec)
+        stages["C kernel: row divisor, rank table, best variant"] = partial(native.decode, z, spec)
+        stages["rows divided and their norms"] = lambda: torch.linalg.vector_norm(z / divisor.unsqueeze(1), dim=1)
     ends = block_ends(z)
     divisor, _, _ = row_divisor(torch.maximum(ends[0].amax(dim=1), ends[1].amax(dim=1)).unsqueeze(1))
     x = z / divisor
     scaled = (ends[0] / divisor, ends[1] / divisor)
     ranks = plan.ranks(x, scaled)
     idx, _ = base._best(ranks)
-    stages = {
-        "block ends (max and min of each block)": partial(block_ends, z),
-        "rank table (extreme coordinates from the block ends)": partial(plan.ranks, x, scaled),
-        "score every variant, index the winner": partial(base._best, ranks),
-        "norms of the scaled rows": lambda: torch.linalg.vector_norm(z / divisor, dim=1),
-    }
     if system is not base:
         stages["seeded shuffle, inverse map"] = partial(system.from_base, idx)
+    stages["tensor program: block ends (max and min of each block)"] = partial(block_ends, z)
+    stages["tensor program: rank table from the block ends"] = partial(plan.ranks, x, scaled)
+    stages["tensor program: score every variant, index the winner"] = partial(base._best, ranks)
     return stages
+
+
+def _tensor_program(fn: Callable, *args: object) -> object:
+    """``fn(*args)`` decoded by the tensor program (the C kernel switched off)."""
+    with native.disabled():
+        return fn(*args)
 
 
 def _primitives(z: torch.Tensor) -> dict:
@@ -120,19 +134,27 @@ def run(cfg: Config, device: torch.device) -> Section:
     for kind, fns in (("stage", _stages(centers, z)), ("primitive", _primitives(z))):
         times = measure_cpu_interleaved({"floor": z.sum, **fns}, cfg.rounds)
         _rows(section, cfg.classes, case, kind, times)
+    if not native.usable(z, _base_plan(centers)):
+        section.notes.append("the C kernel is not available here: every figure is the tensor program's")
     for batch in cfg.batches:
         zb = _batch(centers, batch)
-        times = measure_cpu_interleaved({"floor": zb.sum, "fast": partial(centers.predict, zb, "fast")}, cfg.rounds)
+        fns = {
+            "floor": zb.sum,
+            "fast": partial(centers.predict, zb, "fast"),
+            "fast, tensor program": partial(_tensor_program, centers.predict, zb, "fast"),
+        }
+        times = measure_cpu_interleaved(fns, cfg.rounds)
         _rows(section, cfg.classes, f"batch {batch}", "batch", times)
-        section.headlines.append(
-            headline(
-                "fast / floor, 1-thread CPU time (x above the floor)",
-                times["fast"]["median"] / times["floor"]["median"],
-                n_classes=cfg.classes,
-                case=f"batch {batch}",
-                higher_is_better=False,
+        for method in ("fast", "fast, tensor program"):
+            section.headlines.append(
+                headline(
+                    f"{method} / floor, 1-thread CPU time (x above the floor)",
+                    times[method]["median"] / times["floor"]["median"],
+                    n_classes=cfg.classes,
+                    case=f"batch {batch}",
+                    higher_is_better=False,
+                )
             )
-        )
     _op_counts(section, centers, z, cfg.classes, case)
     if cfg.compiled:
         _compiled_kernels(section, centers, z, cfg, case)
@@ -149,23 +171,28 @@ def _rows(section: Section, n: int, case: str, kind: str, times: dict) -> None:
             )
 
 
+def _base_plan(centers: SystemCenters):
+    return getattr(centers.system, "base", centers.system)._plan
+
+
 def _op_counts(section: Section, centers: SystemCenters, z: torch.Tensor, n: int, case: str) -> None:
-    centers.predict(z, "fast")
-    with _Count() as count:
-        centers.predict(z, "fast")
-    compute = {k: v for k, v in count.ops.items() if k not in VIEWS}
-    top = ", ".join(f"{k} {v}" for k, v in sorted(compute.items(), key=lambda kv: -kv[1])[:12])
-    section.notes.append(
-        f"one fast predict dispatches {sum(count.ops.values())} aten ops, {sum(compute.values())} "
-        f"without views; most frequent: {top}"
-    )
-    for figure, value in (
-        ("aten ops per fast predict", sum(count.ops.values())),
-        ("without views", sum(compute.values())),
-    ):
-        section.headlines.append(
-            headline(figure, float(value), n_classes=n, case=case, unit="ops", higher_is_better=False)
+    for way, fn in (("", centers.predict), (", tensor program", partial(_tensor_program, centers.predict))):
+        fn(z, "fast")
+        with _Count() as count:
+            fn(z, "fast")
+        compute = {k: v for k, v in count.ops.items() if k not in VIEWS}
+        top = ", ".join(f"{k} {v}" for k, v in sorted(compute.items(), key=lambda kv: -kv[1])[:12])
+        section.notes.append(
+            f"one fast predict{way} dispatches {sum(count.ops.values())} aten ops, {sum(compute.values())} "
+            f"without views; most frequent: {top}"
         )
+        for figure, value in (
+            (f"aten ops per fast predict{way}", sum(count.ops.values())),
+            (f"without views{way}", sum(compute.values())),
+        ):
+            section.headlines.append(
+                headline(figure, float(value), n_classes=n, case=case, unit="ops", higher_is_better=False)
+            )
 
 
 def _compiled_kernels(section: Section, centers: SystemCenters, z: torch.Tensor, cfg: Config, case: str) -> None:
@@ -182,9 +209,9 @@ def _compiled_kernels(section: Section, centers: SystemCenters, z: torch.Tensor,
     _rows(section, cfg.classes, case, "compiled", times)
     floor = times["floor"]["median"]
     for event in prof.key_averages():
-        if "cpp_fused" in event.key:
+        if "cpp_fused" in event.key or event.key == "lscdistill::decode":
             mean = event.self_cpu_time_total / 1e6 / calls
-            fused = event.key.split("cpp_fused_", 1)[1][:90]
+            fused = event.key.split("cpp_fused_", 1)[-1][:90]
             section.rows.append(
                 {
                     "n_classes": cfg.classes,

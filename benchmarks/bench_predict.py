@@ -4,19 +4,22 @@ matmul, FAISS ``IndexFlatIP`` and the floor (one read of the batch), all in one 
 Class counts and systems: up to 147,840 classes are A_384r roots (seed 0), 1,281,167 classes take A_384r with one
 interpolation level (56.8M vectors; the first 1.28M indices are all 147,840 roots, then interpolated vectors).
 
-- ``fast``: ``SystemCenters.predict(z, "fast")``, the O(n_dim) nearest system vector with new-class flags.
+- ``fast``: ``SystemCenters.predict(z, "fast")``, the O(n_dim) nearest system vector with new-class flags; on CPU
+  the search runs the C kernel (``lscdistill.systems.native``; see the section's notes when it is not available).
+- ``fast, tensor program``: the same with the kernel switched off (``native.disabled()``): the branch-free tensor
+  program that export and CUDA run, and the CPU fallback without a C compiler. The same answers, bit for bit.
 - ``exact``: ``predict(z, "exact")``, the nearest *assigned* center (certified shortlist, brute-force fallback).
 - ``brute``: ``exact_nearest`` over the materialized ``[n_classes, 384]`` table in chunks of 65,536 rows (what a
   classifier head costs; building the table is not timed).
 - ``faiss``: ``IndexFlatIP`` over the same unit-norm table, ``search(z, 1)``, default settings; on CUDA only
   with a GPU build of FAISS (skipped with a note otherwise, as when FAISS is not installed).
-- ``fast-compiled``: the same fast predict under ``torch.compile(fullgraph=True, dynamic=False)`` (the decoder is a
-  branch-free tensor program: one graph, no host sync), at the largest class count only (compiling takes a while);
+- ``fast-compiled``: the same fast predict under ``torch.compile(fullgraph=True, dynamic=False)`` (one graph, no
+  host sync; the C kernel is a custom op in it), at the largest class count only (compiling takes a while);
   checked equal to eager. Compile time goes into the note, not the timing.
 - ``floor``: ``z.sum()``, reading the batch once: no decoder can be faster.
 
 The floor ratio (target <= 30x at 1.28M classes, eager and compiled) is measured on CPU in **CPU time of one
-intra-op thread** (``torch.set_num_threads(1)``, ``time.thread_time()``): the floor, fast and fast-compiled are
+intra-op thread** (``torch.set_num_threads(1)``, ``time.thread_time()``): the floor and the fast predicts are
 called in turn, round by round (each call repeated until a sample lasts about a millisecond), and the ratio is the
 ratio of the medians. CPU time of the calling thread counts neither the time it waits while other processes run
 nor, with one intra-op thread, work done elsewhere, so the ratio holds on a shared 2-core machine where wall
@@ -45,7 +48,7 @@ import torch
 
 from lscdistill.centers import SystemCenters
 from lscdistill.decode import exact_nearest
-from lscdistill.systems import create_system
+from lscdistill.systems import create_system, native
 
 from ._common import Section, headline, measure, measure_interleaved, ratio, run_worker, stats, worker_main
 
@@ -158,6 +161,9 @@ def run(cfg: Config, device: torch.device) -> Section:
     faiss, why = _faiss(device)
     if why:
         section.notes.append(why)
+    if device.type == "cpu":
+        kernel = "the C kernel" if native.available() else "the tensor program (the C kernel is not available here)"
+        section.notes.append(f"fast decodes with {kernel}; 'fast, tensor program' switches the kernel off")
     for n in cfg.classes:
         _class_count(n, _prepare(n, cfg, device), cfg, device, faiss, section)
     return section
@@ -173,9 +179,17 @@ def _setup(n: int, cfg: Config, device: torch.device) -> tuple[SystemCenters, di
     fns = {}
     for name, z in inputs.items():
         fns[name] = {"floor": z.sum, **{mode: partial(centers.predict, z, mode) for mode in ("fast", "exact")}}
+        fns[name]["fast, tensor program"] = partial(tensor_program, centers.predict, z, "fast")
         if compiled is not None:
             fns[name]["fast-compiled"] = partial(compiled, z)
     return centers, inputs, fns, compile_note
+
+
+def tensor_program(fn: Callable, *args: object) -> object:
+    """``fn(*args)`` with the fast decoder's tensor program, the C kernel switched off (what export and CUDA run;
+    on a CPU without a C compiler, what every decode runs)."""
+    with native.disabled():
+        return fn(*args)
 
 
 def _prepare(n: int, cfg: Config, device: torch.device) -> dict:
@@ -253,9 +267,10 @@ def _class_count(n: int, case: dict, cfg: Config, device: torch.device, faiss, s
 
 
 def _floor_headlines(section: Section, wall: dict, cpu: dict, n: int, case: str) -> None:
-    """Fast (eager, compiled) / floor: the single-thread CPU-time ratio carries the target; the wall ratio beside."""
+    """Fast (eager, compiled) / floor: the single-thread CPU-time ratio carries the target; the wall ratio beside.
+    The tensor program's ratio too (no target: on CPU it is the fallback)."""
     target = FLOOR_TARGET if n == TARGET_CLASSES else None
-    for method in ("fast", "fast-compiled"):
+    for method in ("fast", "fast-compiled", "fast, tensor program"):
         for clock, t in (("1-thread CPU time", cpu), ("wall", wall)):
             if method in t:
                 section.headlines.append(
@@ -264,7 +279,7 @@ def _floor_headlines(section: Section, wall: dict, cpu: dict, n: int, case: str)
                         ratio(t[method], t["floor"], paired=True),
                         n_classes=n,
                         case=case,
-                        target=target if t is cpu or not cpu else None,
+                        target=target if (t is cpu or not cpu) and method != "fast, tensor program" else None,
                         higher_is_better=False,
                     )
                 )

@@ -166,18 +166,27 @@ def test_trainloop_benchmark_compares_lscdistill_train_with_a_bare_loop(tmp_path
 
 
 def test_anatomy_times_every_stage_against_the_floor_and_counts_the_ops(tmp_path):
-    """The decoder's anatomy, tiny: every stage and primitive timed beside the floor, a ratio per batch size, and
-    the op count of one fast predict (views included in the total, not in the other)."""
+    """The decoder's anatomy, tiny: every stage and primitive timed beside the floor (the C kernel's and the tensor
+    program's stages), a ratio per batch size both ways, and the op count of one fast predict both ways (views
+    included in the total, not in the other)."""
     tiny = {"classes": 3000, "n_dim": 24, "batch": 32, "batches": (8, 32), "rounds": 2, "compiled": False}
     section = _section("anatomy", tiny, tmp_path)
     kinds = [r["method"].split(":")[0] for r in section["rows"]]
-    assert kinds.count("stage") == 5 and kinds.count("primitive") == 6 and kinds.count("batch") == 4
+    assert kinds.count("stage") == 6 and kinds.count("primitive") == 6 and kinds.count("batch") == 6
+    assert sum(r["method"].startswith("stage: tensor program") for r in section["rows"]) == 3
     assert all(r["time_s"]["median"] > 0 for r in section["rows"])
     heads = {(h["figure"], h["case"]): h["value"] for h in section["headlines"]}
-    ratios = [v for (figure, _), v in heads.items() if figure.startswith("fast / floor")]
-    assert len(ratios) == 2 and all(v > 1 for v in ratios)  # no decoder reads the batch faster than a sum does
-    total, compute = heads[("aten ops per fast predict", "batch 32")], heads[("without views", "batch 32")]
-    assert 0 < compute < total
+    for way in ("fast", "fast, tensor program"):
+        ratios = [v for (figure, _), v in heads.items() if figure.startswith(f"{way} / floor")]
+        assert len(ratios) == 2 and all(v > 1 for v in ratios)  # no decoder reads the batch faster than a sum does
+    for way in ("", ", tensor program"):
+        total, compute = (
+            heads[(f"aten ops per fast predict{way}", "batch 32")],
+            heads[(f"without views{way}", "batch 32")],
+        )
+        assert 0 < compute < total
+    # the kernel replaces most of the tensor program's ops
+    assert heads[("without views", "batch 32")] < heads[("without views, tensor program", "batch 32")] / 3
 
 
 def test_set_overrides_are_typed_by_the_config_fields():

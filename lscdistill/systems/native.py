@@ -77,6 +77,7 @@ def _build(path: Path) -> None:
         done = subprocess.run([*cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
         if done.returncode:
             raise OSError(f"{shlex.join(cc)} failed: {done.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)  # mkstemp made it private: other users of a shared cache load it too
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -106,7 +107,12 @@ def _kernel() -> ctypes._CFuncPtr | None:
     return fn
 
 
-@torch.compiler.assume_constant_result
+# torch.compile runs the kernel as a custom op (torch >= 2.4, and telling export from compile needs
+# torch.compiler.is_exporting); with an older torch, tracing takes the tensor program
+_TRACEABLE = hasattr(torch.library, "custom_op") and hasattr(torch.compiler, "is_exporting")
+
+
+@getattr(torch.compiler, "assume_constant_result", lambda fn: fn)
 def available() -> bool:
     """The kernel is built (or could be now) and not switched off; a constant to ``torch.compile``."""
     return _kernel() is not None
@@ -181,7 +187,7 @@ def usable(z: torch.Tensor, plan: RankPlan) -> bool:
         and z.dim() == 2
         and plan.n_top <= MAX_LIST
         and plan.n_bottom <= MAX_LIST
-        and not torch.compiler.is_exporting()
+        and (not torch.compiler.is_compiling() or (_TRACEABLE and not torch.compiler.is_exporting()))
         and available()
     )
 
@@ -243,7 +249,6 @@ def _run(
     return divisor, ok, finite, coords, values, index, score
 
 
-@torch.library.custom_op("lscdistill::decode", mutates_args=(), device_types="cpu")
 def _decode_op(
     z: torch.Tensor,
     n_top: int,
@@ -263,9 +268,13 @@ def _decode_op(
     return _run(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables)  # eagerly, decode() calls _run
 
 
-@_decode_op.register_fake
-def _(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables):
+def _decode_fake(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables):
     rows, k, m = z.shape[0], n_top + sum(block_q) + (drop_col >= 0), z.shape[0] if scored else 0
     flags = (z.new_empty(rows, dtype=torch.bool), z.new_empty(rows, dtype=torch.bool))
     table = (z.new_empty((rows, k), dtype=torch.long), z.new_empty((rows, k)))
     return z.new_empty(rows), *flags, *table, z.new_empty(m, dtype=torch.long), z.new_empty(m)
+
+
+if _TRACEABLE:
+    _decode_op = torch.library.custom_op("lscdistill::decode", _decode_op, mutates_args=(), device_types="cpu")
+    _decode_op.register_fake(_decode_fake)
