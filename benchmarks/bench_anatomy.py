@@ -82,8 +82,8 @@ def _stages(centers: SystemCenters, z: torch.Tensor) -> dict:
     base = getattr(system, "base", system)
     plan = base._plan
     stages = {}
-    if native.usable(z, plan):
-        spec = native.spec(base)
+    spec = native.spec(base) if native.usable(z) else None
+    if spec is not None:
         divisor, *_, idx, _ = native.decode(z, spec)
         stages["C kernel: row divisor, rank table, best variant"] = partial(native.decode, z, spec)
         stages["rows divided and their norms"] = lambda: torch.linalg.vector_norm(z / divisor.unsqueeze(1), dim=1)
@@ -134,7 +134,7 @@ def run(cfg: Config, device: torch.device) -> Section:
     for kind, fns in (("stage", _stages(centers, z)), ("primitive", _primitives(z))):
         times = measure_cpu_interleaved({"floor": z.sum, **fns}, cfg.rounds)
         _rows(section, cfg.classes, case, kind, times)
-    if not native.usable(z, _base_plan(centers)):
+    if not native.usable(z):
         section.notes.append("the C kernel is not available here: every figure is the tensor program's")
     for batch in cfg.batches:
         zb = _batch(centers, batch)
@@ -169,10 +169,6 @@ def _rows(section: Section, n: int, case: str, kind: str, times: dict) -> None:
             section.rows.append(
                 {"n_classes": n, "case": case, "method": f"{kind}: {name}", "time_s": stat, "note": note}
             )
-
-
-def _base_plan(centers: SystemCenters):
-    return getattr(centers.system, "base", centers.system)._plan
 
 
 def _op_counts(section: Section, centers: SystemCenters, z: torch.Tensor, n: int, case: str) -> None:

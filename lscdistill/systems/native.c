@@ -252,7 +252,7 @@ int lsc_decode(const float* z, int64_t rows, int64_t n, int64_t ld, int n_top, i
   if (!lsc_plain_only && __builtin_cpu_supports("avx2")) row = row_avx2;
 #endif
   Families fams;
-  if (n_top > LSC_MAX || n_bottom > LSC_MAX || n_top < 0 || n_bottom < 0) return 1;
+  if (n_top > LSC_MAX || n_bottom > LSC_MAX || n_top < 0 || n_bottom < 0 || n_top > n || n_bottom > n) return 1;
   if (n_var > 0 && (n_slots > MAX_COLS || read_families(family_spec, &fams))) return 1;
   int64_t k = n_top + (drop_col >= 0);
   for (int b = 0; b < n_blocks; ++b) k += block_q[b];

@@ -1,18 +1,21 @@
-"""The fast decoder's rank table as one C kernel on CPU, built with the system's C compiler on first use.
+"""The fast decoder's search on CPU as one C kernel, built with the system's C compiler on first use.
 
-:meth:`RankPlan.ranks <lscdistill.systems.ranks.RankPlan.ranks>` is a tensor program of ~90 small aten ops (block
-maxima, int64 keys, ``amax`` knock-out rounds, ``first_outside``): on CPU each op costs a dispatch, and the whole was
-~50x the cost of reading the batch once. ``native.c`` does the same per row in two vectorized passes (AVX2 where the
-CPU has it, plain C otherwise) and returns the same coordinates, values and row scales, bit for bit (the tests
-compare them on tie-heavy rows, signed zeros and rows that need rescaling). It is used for float32 CPU batches,
-eagerly and under ``torch.compile`` (as the custom op ``lscdistill::rank_table``); ``torch.export``, CUDA and other
-dtypes run the tensor program, so an exported file never depends on this library.
+``PatternSystem._search`` as a tensor program (:func:`~lscdistill.systems.extremes.row_extremes`,
+:meth:`RankPlan.ranks <lscdistill.systems.ranks.RankPlan.ranks>`, ``PatternSystem._best``) is ~230 small aten ops on
+a batch; on CPU each op costs its dispatch, and the whole was ~80x the cost of reading the batch once at 1.28M
+classes. ``native.c`` does the same per row, two vectorized passes (AVX2 where the CPU has it, plain C otherwise)
+then the rank table and the best variant, and returns the same divisor, flags, rank table, index and score, bit for
+bit (``tests/test_native.py`` compares them on tie-heavy rows, signed zeros, rows that need rescaling and degenerate
+rows). It serves float32 CPU batches eagerly and under ``torch.compile`` (as the custom op ``lscdistill::decode``);
+``torch.export``, CUDA, other dtypes, other tracers (``jit.trace``, ``vmap``, fake tensors), inputs that require
+grad and systems beyond the kernel's limits run the tensor program, so an exported file never needs this library.
 
-The shared library is compiled once per source and compiler (~1 s) into ``$LSCDISTILL_CACHE`` (default
-``~/.cache/lscdistill``; ``$XDG_CACHE_HOME`` is honoured) with ``$CC`` (default: Python's compiler, else ``cc``).
-Without a compiler, or with ``LSCDISTILL_NATIVE=0``, everything runs the tensor program: the same answers, slower,
-and one warning says why (none when switched off). Memory: the outputs (``[B, K]``, ``K`` <= 11) and one row of
-scratch; nothing grows with the number of classes.
+The shared library is compiled once per source, compiler and machine (~1 s) into ``$LSCDISTILL_CACHE`` (default
+``$XDG_CACHE_HOME/lscdistill`` or ``~/.cache/lscdistill``) with ``$CC``, else the first of Python's compiler, ``cc``,
+``gcc`` and ``clang`` found. Without a compiler, or with ``LSCDISTILL_NATIVE=0``, everything runs the tensor
+program: the same answers, slower, and one warning says why (none when switched off). Memory: the outputs
+(``[B, K]``, ``K`` <= 11 for the registered systems) and one row of scratch; nothing grows with the number of
+classes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ import torch
 
 if TYPE_CHECKING:
     from .pattern import PatternSystem
-    from .ranks import RankPlan
 
 __all__ = ["Spec", "available", "decode", "disabled", "library_path", "spec", "usable"]
 
@@ -46,15 +48,21 @@ MAX_LIST = 32  # LSC_MAX in native.c: most top (bottom) coordinates a row's list
 FLAGS = ("-O3", "-std=gnu11", "-ffp-contract=off", "-fPIC", "-shared")  # no FMA: the same float32 bits as aten
 
 
+MAX_FAMILIES, MAX_GROUPS, MAX_COLS = 8, 8, 64  # the same names in native.c
+
+
 def _cache_dir() -> Path:
-    if "LSCDISTILL_CACHE" in os.environ:
+    if os.environ.get("LSCDISTILL_CACHE"):
         return Path(os.environ["LSCDISTILL_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lscdistill"
 
 
 def _compiler() -> list[str]:
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    return shlex.split(cc)
+    """``$CC`` when set, else the first compiler found of Python's own, ``cc``, ``gcc``, ``clang`` (else ``cc``)."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    candidates = [shlex.split(sysconfig.get_config_var("CC") or "cc"), ["cc"], ["gcc"], ["clang"]]
+    return next((cc for cc in candidates if cc and shutil.which(cc[0])), ["cc"])
 
 
 def library_path() -> Path:
@@ -84,27 +92,36 @@ def _build(path: Path) -> None:
             os.unlink(tmp)
 
 
-@functools.cache
-def _kernel() -> ctypes._CFuncPtr | None:
-    if os.environ.get("LSCDISTILL_NATIVE", "1") == "0":
-        return None
-    path = library_path()
-    try:
-        if not path.exists():
-            _build(path)
-        fn = ctypes.CDLL(str(path)).lsc_decode
-    except OSError as err:
-        warnings.warn(
-            f"lscdistill: the fast decoder's C kernel is not available ({err}); decoding runs the tensor program "
-            "(the same answers, slower). LSCDISTILL_NATIVE=0 silences this.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+def _load(path: Path) -> ctypes._CFuncPtr:
+    fn = ctypes.CDLL(str(path)).lsc_decode
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     fn.argtypes = [ptr, i64, i64, i64, i32, i32, i32, ptr, ptr, i64, i32, i32] + [ptr] * 14
     fn.restype = i32
     return fn
+
+
+@functools.cache
+def _kernel() -> ctypes._CFuncPtr | None:
+    """The kernel, built if need be (once per process: the answer is cached); ``None`` after one warning."""
+    if os.environ.get("LSCDISTILL_NATIVE", "1") == "0":
+        return None
+    try:
+        path = library_path()
+        if path.exists():
+            try:
+                return _load(path)
+            except (OSError, AttributeError):  # a damaged or foreign file in the cache: built again below
+                path.unlink()
+        _build(path)
+        return _load(path)
+    except Exception as err:  # no compiler, no source, no cache directory: the tensor program, never a crash
+        warnings.warn(
+            f"lscdistill: the fast decoder's C kernel is not available ({err}); decoding runs the tensor program "
+            "(the same answers, slower). LSCDISTILL_NATIVE=0 silences this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 # torch.compile runs the kernel as a custom op (torch >= 2.4, and telling export from compile needs
@@ -137,39 +154,51 @@ class Spec(NamedTuple):
     families: torch.Tensor
 
 
-def spec(system: PatternSystem) -> Spec:
-    """The :class:`Spec` of a (float32, CPU) pattern system, kept on the system once built outside tracing."""
-    found = system._native.get("spec")
-    if found is None:
+def spec(system: PatternSystem) -> Spec | None:
+    """The :class:`Spec` of a (float32, CPU) pattern system, kept on the system once built outside tracing;
+    ``None`` when its rank table is beyond the kernel's limits."""
+    if "spec" not in system._native:
         found = _spec(system)
-        if all(type(t) is torch.Tensor for t in found if isinstance(t, torch.Tensor)):  # not tracing's fakes
-            system._native["spec"] = found
-    return found
+        if found is None or all(type(t) is torch.Tensor for t in found if isinstance(t, torch.Tensor)):
+            system._native["spec"] = found  # (not tracing's fake tensors)
+        return found
+    return system._native["spec"]
 
 
-def _spec(system: PatternSystem) -> Spec:
+def _spec(system: PatternSystem) -> Spec | None:
+    from .families import Family
+
     plan = system._plan
     ps = sorted(plan.blocks)
-    joint = plan.joint_tables(torch.device("cpu"), torch.float32)
-    families = [len(system.families)]
-    for fam, lo in zip(system.families, system.offsets, strict=False):
-        groups = [v for (_, k), stride in zip(fam.groups, fam._strides, strict=True) for v in (k, stride)]
-        families += [lo, len(fam.groups), *groups]
+    drop_col = plan.n_coords - 1 if plan.drop_last else -1
+    if plan.n_top > MAX_LIST or plan.n_bottom > MAX_LIST or plan.n_cols > MAX_COLS:
+        return None
+    families = system.families
+    scored = (
+        len(families) <= MAX_FAMILIES
+        and all(len(f.groups) <= MAX_GROUPS and type(f).index is Family.index for f in families)  # its arithmetic
+        and plan.joint_tables(torch.device("cpu"), torch.float32) is not None
+    )
     none = torch.empty(0, dtype=torch.long)
-    tables = joint if joint is not None else (none, none.float(), none.float(), none, none)
-    return Spec(
-        plan.n_top, plan.n_bottom, ps, [plan.blocks[p] for p in ps], plan.n_coords - 1 if plan.drop_last else -1,
-        joint is not None, *tables, torch.tensor(families, dtype=torch.long),
-    )  # fmt: skip
+    tables = (none, none.float(), none.float(), none, none)
+    layout = [len(families)]
+    if scored:
+        tables = plan.joint_tables(torch.device("cpu"), torch.float32)
+        for fam, lo in zip(families, system.offsets, strict=False):
+            groups = [v for (_, k), stride in zip(fam.groups, fam._strides, strict=True) for v in (k, stride)]
+            layout += [lo, len(fam.groups), *groups]
+    blocks = [plan.blocks[p] for p in ps]
+    return Spec(plan.n_top, plan.n_bottom, ps, blocks, drop_col, scored, *tables, torch.tensor(layout))
 
 
 _off = False  # inside disabled()
+_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda z: False)
 
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
     """Decode with the tensor program inside the block (its reference; what export and CUDA run), e.g. to compare
-    the two or to time the kernel against it."""
+    the two or to time the kernel against it. The switch is process-wide (every thread)."""
     global _off
     before, _off = _off, True
     try:
@@ -178,16 +207,28 @@ def disabled() -> Iterator[None]:
         _off = before
 
 
-def usable(z: torch.Tensor, plan: RankPlan) -> bool:
-    """:func:`decode` serves this batch and plan: float32 on CPU, lists short enough, not being exported."""
+def _tracing_mode() -> bool:
+    """A fake, proxy (``make_fx``) or functional dispatch mode is on: tensors without data, or a trace that would
+    not see the kernel's writes. (Other modes, such as an op counter, see the kernel's outputs made and pass.)"""
+    keys = getattr(torch._C, "_TorchDispatchModeKey", None)
+    if keys is None:  # an older torch: any mode at all
+        return torch._C._len_torch_dispatch_stack() > 0
+    return any(torch._C._get_dispatch_mode(k) is not None for k in (keys.FAKE, keys.PROXY, keys.FUNCTIONAL))
+
+
+def usable(z: torch.Tensor) -> bool:
+    """:func:`decode` serves this batch: float32 on CPU, and either plain eager (no other tracer, mode or wrapper,
+    no grad) or ``torch.compile`` (the custom op), not ``torch.export``."""
+    if _off or z.device.type != "cpu" or z.dtype != torch.float32 or z.dim() != 2:
+        return False
+    if torch.compiler.is_compiling():
+        return _TRACEABLE and not torch.compiler.is_exporting() and available()
+    plain = type(z) is torch.Tensor and not z.requires_grad and not z.is_neg()
     return (
-        not _off
-        and z.device.type == "cpu"
-        and z.dtype == torch.float32
-        and z.dim() == 2
-        and plan.n_top <= MAX_LIST
-        and plan.n_bottom <= MAX_LIST
-        and (not torch.compiler.is_compiling() or (_TRACEABLE and not torch.compiler.is_exporting()))
+        plain
+        and not torch.jit.is_tracing()
+        and not _tracing_mode()
+        and not _functorch_wrapped(z)  # vmap, grad
         and available()
     )
 
@@ -244,7 +285,7 @@ def _run(
         divisor.data_ptr(), ok.data_ptr(), finite.data_ptr(), coords.data_ptr(), values.data_ptr(), index.data_ptr(),
         score.data_ptr(),
     )  # fmt: skip
-    if done:
+    if done:  # spec() keeps systems beyond the limits away: not reached
         raise ValueError("the native decoder cannot take this system (lists, slots or families out of range)")
     return divisor, ok, finite, coords, values, index, score
 

@@ -209,8 +209,8 @@ class PatternSystem(VectorSystem):
             z = z.float()
         if z.dtype != torch.float32 or self.projection == "orthonormal" or not self._plan.n_cols:
             return super()._search(z)
-        if native.usable(z, self._plan):  # the same search, up to the norms, as one C kernel
-            spec = native.spec(self)
+        spec = native.spec(self) if native.usable(z) else None
+        if spec is not None:  # the same search, up to the norms, as one C kernel
             divisor, ok, finite, coords, values, idx, score = native.decode(z, spec)
             x = z / divisor.unsqueeze(1)
             if not spec.scored:
