@@ -211,10 +211,17 @@ def worker(spec: dict) -> dict:
     process)."""
     cfg = Config(**spec["config"])
     _, _, fns, _ = _setup(spec["n"], cfg, torch.device("cpu"))
-    return {
-        name: measure_cpu_interleaved({k: f for k, f in timed.items() if k != "exact"}, cfg.cpu_rounds)
-        for name, timed in fns.items()
-    }
+    out = {}
+    for name, timed in fns.items():
+        # the tensor program in a round of its own: between the kernel's calls its ~1 MB of temporaries would evict
+        # the batch from the cache and charge that to the kernel
+        ours = {k: f for k, f in timed.items() if k not in ("exact", "fast, tensor program")}
+        out[name] = measure_cpu_interleaved(ours, cfg.cpu_rounds)
+        program = {"floor": timed["floor"], "fast": timed["fast, tensor program"]}
+        program = measure_cpu_interleaved(program, cfg.cpu_rounds)
+        out[name]["fast, tensor program"] = program["fast"]
+        out[name]["floor (fast, tensor program's rounds)"] = program["floor"]
+    return out
 
 
 def _class_count(n: int, case: dict, cfg: Config, device: torch.device, faiss, section: Section) -> None:
@@ -276,7 +283,7 @@ def _floor_headlines(section: Section, wall: dict, cpu: dict, n: int, case: str)
                 section.headlines.append(
                     headline(
                         f"{method} / floor, {clock} (x above the floor)",
-                        ratio(t[method], t["floor"], paired=True),
+                        ratio(t[method], t.get(f"floor ({method}'s rounds)", t["floor"]), paired=True),
                         n_classes=n,
                         case=case,
                         target=target if (t is cpu or not cpu) and method != "fast, tensor program" else None,
