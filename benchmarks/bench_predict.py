@@ -271,6 +271,17 @@ def _class_count(n: int, case: dict, cfg: Config, device: torch.device, faiss, s
                 {"n_classes": n, "case": name, "method": f"{method} (1-thread CPU)", "time_s": stat, "note": note}
             )
         _floor_headlines(section, t, cpu, n, name)
+        for base in ("brute", "faiss"):
+            if base in t:
+                section.headlines.append(
+                    headline(
+                        f"{base} / fast, wall (x faster)",
+                        ratio(t[base], t["fast"]),
+                        n_classes=n,
+                        case=name,
+                        target=TARGETS[base] if n == TARGET_CLASSES else None,
+                    )
+                )
 
 
 def _floor_headlines(section: Section, wall: dict, cpu: dict, n: int, case: str) -> None:
