@@ -1,5 +1,6 @@
-/* The fast decoder's rank table in one pass per row: see native.py, which builds this file on first use and keeps
- * the tensor program of extremes.py / ranks.py as its reference (the tests compare the two bit for bit).
+/* The fast decoder's search (pattern.py PatternSystem._search up to the rows' norms) in one call: see native.py,
+ * which builds this file on first use and keeps the tensor program (base.py row_divisor, extremes.py, ranks.py,
+ * pattern.py _best, families.py Family.index) as its reference: tests/test_native.py compares the two bit for bit.
  *
  * For each float32 row z of a [rows, n] batch (rows ld floats apart):
  *   scale  = max |z| (NaN when the row holds a NaN), and from it what base.py's row_divisor gives: the divisor d
@@ -9,7 +10,8 @@
  *   top    = the n_top largest coordinates of x, by value descending, equal values (-0.0 == 0.0) to the lower
  *            coordinate; bottom = the n_bottom smallest, ascending, the same tie rule;
  *   then the rank table: top, then per block (p, q) the first q of bottom that are not among the first p of top,
- *   then (drop_col >= 0) that coordinate with value 0; coords [rows, K] and values x[coords] [rows, K].
+ *   then (drop_col >= 0) that coordinate with value 0; coords [rows, K] and values x[coords] [rows, K];
+ *   then (n_var > 0) the best search variant's system index and score (lsc_decode, below).
  * Only finite rows have a defined answer; any other row gets coordinates in [0, n) (the decoder overwrites it).
  *
  * How, with AVX2 (else the same in plain C): one pass keeps the largest and smallest value of 16 lanes (every
@@ -237,11 +239,11 @@ typedef float (*row_fn)(const float*, int64_t, List*, List*);
 int lsc_plain_only = 0; /* set by the tests to run the plain C rows on a CPU with AVX2 */
 
 /* See the top of the file: writes each row's divisor, ok (finite and not zero) and finite flags, as base.py
- * row_divisor gives them from the scale, and the rank table; with n_var > 0 also pattern.py PatternSystem._best from the rank table: every search
- * variant v scored as (sum over slots s, in order, of values[dot_cols[s][v]] * vals[s][v]) / norms[v], in float32
- * with no fused multiply-add, the first maximum taken (a NaN counts as the largest, like argmax), and its system
- * index (family_index of coords[pos_cols[v][s]]) and score written. `scratch` holds n floats. Returns 0, or 1 for
- * a specification out of range. */
+ * row_divisor gives them from the scale, and the rank table; with n_var > 0 also pattern.py PatternSystem._best
+ * from the rank table: every search variant v scored as (sum over slots s, in order, of values[dot_cols[s][v]] *
+ * vals[s][v]) / norms[v], in float32 with no fused multiply-add, the first maximum taken (a NaN counts as the
+ * largest, like argmax), and its system index (family_index of coords[pos_cols[v][s]]) and score written.
+ * `scratch` holds n floats. Returns 0, or 1 for a specification out of range. */
 int lsc_decode(const float* z, int64_t rows, int64_t n, int64_t ld, int n_top, int n_bottom, int n_blocks,
                const int64_t* block_p, const int64_t* block_q, int64_t drop_col, int n_var, int n_slots,
                const int64_t* dot_cols, const float* vals, const float* norms, const int64_t* pos_cols,
