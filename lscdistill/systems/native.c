@@ -14,10 +14,11 @@
  *   then (n_var > 0) the best search variant's system index and score (lsc_decode, below).
  * Only finite rows have a defined answer; any other row gets coordinates in [0, n) (the decoder overwrites it).
  *
- * How, with AVX2 (else the same in plain C): one pass keeps the largest and smallest value of 16 lanes (every
- * 16th coordinate); the k-th largest of the lane maxima is at most the row's k-th largest value, so a second pass
- * only has to look at coordinates at or above it (a compare and a mask test per 8 values), usually just the
- * answer and a few more, and merges them into the lists in coordinate order (which is what gives the tie rule).
+ * How, with AVX2 (else the same with portable 4-wide vectors): one pass keeps the largest and smallest value of
+ * 16 lanes (every 16th coordinate); the k-th largest of the lane maxima is at most the row's k-th largest value, so
+ * a second pass only has to look at coordinates at or above it (compares and a mask test per 8 or 16 values),
+ * usually just the answer and a few more, and merges them into the lists in coordinate order (which is what gives
+ * the tie rule).
  */
 #include <math.h>
 #include <stdint.h>
@@ -79,37 +80,104 @@ static void merge_row(const float* x, int64_t from, int64_t n, float hi, float l
 }
 
 /* ------------------------------------------------------------------------------------------------ plain C */
-static float kth_largest(const float* m, int k) { /* counting repeats */
-  List l;
-  list_init(&l, k, -INFINITY);
-  for (int j = 0; j < LANES; ++j) push_top(&l, m[j], j);
-  return l.v[k - 1];
+/* Portable 4-wide vectors (GCC and clang vector extensions: SSE on x86, NEON on Arm), four of them for the 16 lanes. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+#define QUADS (LANES / 4)
+
+static inline v4f load4(const float* p) {
+  v4f v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline v4f pick(v4i m, v4f a, v4f b) { return (v4f)(((v4i)a & m) | ((v4i)b & ~m)); } /* m ? a : b */
+
+static inline int any4(v4i m) { return (m[0] | m[1] | m[2] | m[3]) != 0; }
+
+static inline unsigned bits4(v4i m) { return (unsigned)((m[0] & 1) | (m[1] & 2) | (m[2] & 4) | (m[3] & 8)); }
+
+/* Coordinates v.. v+15 whose bits are set in `above` (`below`) into the top (bottom) list, in order. */
+static inline void merge_bits(const float* x, int64_t v, unsigned above, unsigned below, List* top, List* bot) {
+  for (; above; above &= above - 1) {
+    int j = __builtin_ctz(above);
+    push_top(top, x[v + j], v + j);
+  }
+  for (; below; below &= below - 1) {
+    int j = __builtin_ctz(below);
+    push_bottom(bot, x[v + j], v + j);
+  }
+}
+
+/* The k-th largest of the 16 values of q (knocked out in place), counting repeats, NaN skipped; -inf (no bound)
+ * when fewer than k remain. */
+static float kth_largest(v4f* q, int k) {
+  const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  for (;;) {
+    float m = -INFINITY;
+    for (int i = 0; i < QUADS; ++i)
+      for (int j = 0; j < 4; ++j) m = q[i][j] > m ? q[i][j] : m;
+    if (m == -INFINITY) return m;
+    const v4f mv = {m, m, m, m};
+    int count = 0;
+    for (int i = 0; i < QUADS; ++i) {
+      v4i eq = q[i] == mv;
+      count -= eq[0] + eq[1] + eq[2] + eq[3];
+      q[i] = pick(eq, ninf, q[i]);
+    }
+    if (count >= k) return m;
+    k -= count;
+  }
 }
 
 /* The row's largest magnitude (NaN with a NaN) and its lists. */
 static float row_plain(const float* x, int64_t n, List* top, List* bot) {
-  float mx[LANES], mn[LANES], hi = -INFINITY, lo = INFINITY;
-  int nan = 0, lanes = n >= LANES && top->n <= LANES && bot->n <= LANES;
-  for (int j = 0; j < LANES; ++j) mx[j] = -INFINITY, mn[j] = INFINITY;
-  int64_t c = 0;
-  for (; c + LANES <= n; c += LANES)
-    for (int j = 0; j < LANES; ++j) {
-      float v = x[c + j];
-      mx[j] = v > mx[j] ? v : mx[j];
-      mn[j] = v < mn[j] ? v : mn[j];
-      nan |= v != v;
-    }
   float big = -INFINITY;
-  for (; c < n; ++c) big = fmaxf(big, fabsf(x[c])), nan |= x[c] != x[c];
-  for (int j = 0; j < LANES; ++j) big = fmaxf(big, fmaxf(mx[j], -mn[j]));
-  if (lanes) {
-    float neg[LANES];
-    for (int j = 0; j < LANES; ++j) neg[j] = -mn[j];
-    if (top->n) hi = kth_largest(mx, top->n);
-    if (bot->n) lo = -kth_largest(neg, bot->n);
+  int any_nan = 0;
+  if (n < LANES || top->n > LANES || bot->n > LANES) { /* no lane bounds: every coordinate merged */
+    for (int64_t c = 0; c < n; ++c) big = fmaxf(big, fabsf(x[c])), any_nan |= x[c] != x[c];
+    merge_row(x, 0, n, top->n ? -INFINITY : INFINITY, bot->n ? INFINITY : -INFINITY, top, bot);
+    return any_nan ? NAN : big;
   }
-  merge_row(x, 0, n, top->n ? hi : INFINITY, bot->n ? lo : -INFINITY, top, bot);
-  return nan ? NAN : big;
+  v4f mx[QUADS], neg[QUADS];
+  v4i nan = {0, 0, 0, 0};
+  for (int i = 0; i < QUADS; ++i) {
+    mx[i] = neg[i] = load4(x + 4 * i);
+    nan |= mx[i] != mx[i];
+  }
+  int64_t c = LANES;
+  for (; c + LANES <= n; c += LANES)
+    for (int i = 0; i < QUADS; ++i) {
+      v4f a = load4(x + c + 4 * i);
+      mx[i] = pick(a > mx[i], a, mx[i]); /* a NaN in a is skipped, caught by nan */
+      neg[i] = pick(a < neg[i], a, neg[i]);
+      nan |= a != a;
+    }
+  for (int64_t t = c; t < n; ++t) big = fmaxf(big, fabsf(x[t])), any_nan |= x[t] != x[t];
+  for (int i = 0; i < QUADS; ++i) {
+    neg[i] = -neg[i]; /* the lane minima, negated: their k-th largest is minus the k-th smallest */
+    for (int j = 0; j < 4; ++j) big = fmaxf(big, fmaxf(mx[i][j], neg[i][j]));
+  }
+  any_nan |= any4(nan);
+  const float hi = top->n ? kth_largest(mx, top->n) : INFINITY;
+  const float lo = bot->n ? -kth_largest(neg, bot->n) : -INFINITY;
+  const v4f vhi = {hi, hi, hi, hi}, vlo = {lo, lo, lo, lo};
+  int64_t v = 0;
+  for (; v + LANES <= n; v += LANES) {
+    v4i above[QUADS], below[QUADS], hit = {0, 0, 0, 0};
+    for (int i = 0; i < QUADS; ++i) {
+      v4f a = load4(x + v + 4 * i);
+      above[i] = a >= vhi;
+      below[i] = a <= vlo;
+      hit |= above[i] | below[i];
+    }
+    if (!any4(hit)) continue;
+    unsigned up = 0, down = 0;
+    for (int i = 0; i < QUADS; ++i) up |= bits4(above[i]) << 4 * i, down |= bits4(below[i]) << 4 * i;
+    merge_bits(x, v, up, down, top, bot);
+  }
+  merge_row(x, v, n, hi, lo, top, bot);
+  return any_nan ? NAN : big;
 }
 
 /* -------------------------------------------------------------------------------------------------- AVX2 */
@@ -165,14 +233,7 @@ AVX2 static float row_avx2(const float* x, int64_t n, List* top, List* bot) {
     __m256 a = _mm256_loadu_ps(x + v);
     __m256 above = _mm256_cmp_ps(a, vhi, _CMP_GE_OQ), below = _mm256_cmp_ps(a, vlo, _CMP_LE_OQ);
     if (!_mm256_movemask_ps(_mm256_or_ps(above, below))) continue;
-    for (unsigned m = (unsigned)_mm256_movemask_ps(above); m; m &= m - 1) {
-      int j = __builtin_ctz(m);
-      push_top(top, x[v + j], v + j);
-    }
-    for (unsigned m = (unsigned)_mm256_movemask_ps(below); m; m &= m - 1) {
-      int j = __builtin_ctz(m);
-      push_bottom(bot, x[v + j], v + j);
-    }
+    merge_bits(x, v, (unsigned)_mm256_movemask_ps(above), (unsigned)_mm256_movemask_ps(below), top, bot);
   }
   merge_row(x, v, n, hi, lo, top, bot);
   return any_nan ? NAN : big;
