@@ -13,7 +13,8 @@ each figure called in interleaved rounds with the floor (``z.sum()``) and given 
   reduction, ``argmax``/``topk`` over rows, an int64 remainder, and one elementwise op on ``[B]`` (what every small
   op costs at least: dispatch and launch).
 - ``batch``: the fast predict / floor ratio at several batch sizes, with the kernel and with the tensor program (the
-  per-call overhead of small ops weighs less as the batch grows; what remains is the per-row work).
+  per-call overhead of small ops weighs less as the batch grows; what remains is the per-row work), and at the main
+  batch size with the kernel's portable rows (4-wide vectors: what a CPU without AVX2 runs).
 - ``ops``: aten operations one fast predict dispatches (``TorchDispatchMode``), all and without views, both ways.
 - ``compiled kernel``: with ``compiled``, the fast predict under ``torch.compile(fullgraph=True)`` and the CPU time
   the profiler gives each of inductor's fused kernels (``torch._inductor.config.cpp.enable_kernel_profile``) and the
@@ -107,6 +108,12 @@ def _tensor_program(fn: Callable, *args: object) -> object:
         return fn(*args)
 
 
+def _portable_rows(fn: Callable, *args: object) -> object:
+    """``fn(*args)`` with the C kernel's portable rows (what a CPU without AVX2 runs)."""
+    with native.portable_rows():
+        return fn(*args)
+
+
 def _primitives(z: torch.Tensor) -> dict:
     b, n = z.shape
     w = block_width(n)
@@ -141,10 +148,13 @@ def run(cfg: Config, device: torch.device) -> Section:
         section.notes.append("the C kernel is not available here: every figure is the tensor program's")
     for batch in cfg.batches:
         zb = _batch(centers, batch)
-        for method, fn in (
-            ("fast", partial(centers.predict, zb, "fast")),
-            ("fast, tensor program", partial(_tensor_program, centers.predict, zb, "fast")),
-        ):
+        methods = {
+            "fast": partial(centers.predict, zb, "fast"),
+            "fast, tensor program": partial(_tensor_program, centers.predict, zb, "fast"),
+        }
+        if batch == cfg.batch and native.usable(zb):
+            methods["fast, portable rows (no AVX2)"] = partial(_portable_rows, centers.predict, zb, "fast")
+        for method, fn in methods.items():
             times = measure_cpu_interleaved({"floor": zb.sum, method: fn}, cfg.rounds)
             _rows(section, cfg.classes, f"batch {batch}", "batch", times)
             section.headlines.append(

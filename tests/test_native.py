@@ -5,7 +5,6 @@ under ``torch.compile``; none of it in an exported graph; and the fallback when 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shutil
 import warnings
 from unittest import mock
@@ -28,15 +27,9 @@ def kernel():
     assert native.available(), "a C compiler is here, so the kernel must build"
 
 
-@contextlib.contextmanager
 def plain_c(on: bool):
-    """Run the plain C rows even where the CPU has AVX2."""
-    flag = ctypes.c_int.in_dll(ctypes.CDLL(str(native.library_path())), "lsc_plain_only")
-    flag.value = int(on)
-    try:
-        yield
-    finally:
-        flag.value = 0
+    """The portable rows even where the CPU has AVX2 (``on``), else the CPU's best."""
+    return native.portable_rows() if on else contextlib.nullcontext()
 
 
 def _both(fn):

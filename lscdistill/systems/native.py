@@ -41,7 +41,7 @@ import torch
 if TYPE_CHECKING:
     from .pattern import PatternSystem
 
-__all__ = ["Spec", "available", "decode", "disabled", "library_path", "spec", "usable"]
+__all__ = ["Spec", "available", "decode", "disabled", "library_path", "portable_rows", "spec", "usable"]
 
 SOURCE = Path(__file__).with_name("native.c")
 MAX_LIST = 32  # LSC_MAX in native.c: most top (bottom) coordinates a row's list holds
@@ -205,6 +205,18 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _off = before
+
+
+@contextlib.contextmanager
+def portable_rows() -> Iterator[None]:
+    """Inside the block the kernel runs its portable rows (4-wide vectors, what a CPU without AVX2 runs) even where
+    the CPU has AVX2: for the tests and the benchmarks. Process-wide; the kernel must be available."""
+    flag = ctypes.c_int.in_dll(ctypes.CDLL(str(library_path())), "lsc_plain_only")
+    before, flag.value = flag.value, 1
+    try:
+        yield
+    finally:
+        flag.value = before
 
 
 def _tracing_mode() -> bool:
