@@ -93,10 +93,13 @@ def _build(path: Path) -> None:
 
 
 def _load(path: Path) -> ctypes._CFuncPtr:
-    fn = ctypes.CDLL(str(path)).lsc_decode
+    """The library's ``lsc_decode``, its ``lsc_plain_only`` switch beside it (``.plain_only``)."""
+    lib = ctypes.CDLL(str(path))
+    fn = lib.lsc_decode
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     fn.argtypes = [ptr, i64, i64, i64, i32, i32, i32, ptr, ptr, i64, i32, i32] + [ptr] * 14
     fn.restype = i32
+    fn.plain_only = ctypes.c_int.in_dll(lib, "lsc_plain_only")
     return fn
 
 
@@ -211,7 +214,10 @@ def disabled() -> Iterator[None]:
 def portable_rows() -> Iterator[None]:
     """Inside the block the kernel runs its portable rows (4-wide vectors, what a CPU without AVX2 runs) even where
     the CPU has AVX2: for the tests and the benchmarks. Process-wide; the kernel must be available."""
-    flag = ctypes.c_int.in_dll(ctypes.CDLL(str(library_path())), "lsc_plain_only")
+    kernel = _kernel()
+    if kernel is None:
+        raise RuntimeError("the native decoder is not available (see lscdistill.systems.native)")
+    flag = kernel.plain_only
     before, flag.value = flag.value, 1
     try:
         yield
