@@ -99,10 +99,28 @@ def test_wide_tie_heavy_rows_equal_the_tensor_program(width, plain):
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [("an", {}), ("anp", {}), ("v21", {}), ("v22", {})])
-def test_other_systems_at_width_100_equal_the_tensor_program(name, kwargs):
+@pytest.mark.parametrize("plain", [False, True])
+def test_other_systems_at_width_100_equal_the_tensor_program(name, kwargs, plain):
     system = create_system(name, 100, seed=1, **kwargs)
     z = _wide_batch(100)
-    got, want = _both(lambda: system.nearest(z))
+    with plain_c(plain):
+        got, want = _both(lambda: system.nearest(z))
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_long_lists_equal_the_tensor_program(plain):
+    # the 8 largest and the 16 smallest coordinates of a row (the registered systems need at most 2 and 4): the lane
+    # bounds knock out up to all 16 lanes; 16 one-value groups are beyond the kernel's scoring: it gives the rank table
+    from lscdistill.systems.families import Family
+    from lscdistill.systems.pattern import PatternSystem
+
+    groups = [(float(a), 1) for a in range(8, 0, -1)] + [(-float(a), 1) for a in range(1, 9)]
+    system = PatternSystem("long", 20, [[Family(groups, 20)]], "native")
+    assert (system._plan.n_top, system._plan.n_bottom) == (8, 16) and not native.spec(system).scored
+    z = _wide_batch(20)
+    with plain_c(plain):
+        got, want = _both(lambda: system.nearest(z))
     _assert_same(got, want)
 
 

@@ -297,7 +297,7 @@ static int64_t family_index(const Families* f, int fam, const int64_t* pos) {
 /* ------------------------------------------------------------------------------------------------- entry */
 typedef float (*row_fn)(const float*, int64_t, List*, List*);
 
-int lsc_plain_only = 0; /* set by the tests to run the plain C rows on a CPU with AVX2 */
+int lsc_plain_only = 0; /* native.portable_rows(): the portable rows even on a CPU with AVX2 (tests, benchmarks) */
 
 /* See the top of the file: writes each row's divisor, ok (finite and not zero) and finite flags, as base.py
  * row_divisor gives them from the scale, and the rank table; with n_var > 0 also pattern.py PatternSystem._best

@@ -3,12 +3,13 @@
 ``PatternSystem._search`` as a tensor program (:func:`~lscdistill.systems.extremes.row_extremes`,
 :meth:`RankPlan.ranks <lscdistill.systems.ranks.RankPlan.ranks>`, ``PatternSystem._best``) is ~230 small aten ops on
 a batch; on CPU each op costs its dispatch, and the whole was ~80x the cost of reading the batch once at 1.28M
-classes. ``native.c`` does the same per row, two vectorized passes (AVX2 where the CPU has it, plain C otherwise)
-then the rank table and the best variant, and returns the same divisor, flags, rank table, index and score, bit for
-bit (``tests/test_native.py`` compares them on tie-heavy rows, signed zeros, rows that need rescaling and degenerate
-rows). It serves float32 CPU batches eagerly and under ``torch.compile`` (as the custom op ``lscdistill::decode``);
-``torch.export``, CUDA, other dtypes, other tracers (``jit.trace``, ``vmap``, fake tensors), inputs that require
-grad and systems beyond the kernel's limits run the tensor program, so an exported file never needs this library.
+classes. ``native.c`` does the same per row, two vectorized passes (AVX2 where the CPU has it, else portable 4-wide
+vectors) then the rank table and the best variant, and returns the same divisor, flags, rank table, index and score,
+bit for bit (``tests/test_native.py`` compares them on tie-heavy rows, signed zeros, rows that need rescaling and
+degenerate rows). It serves float32 CPU batches eagerly and under ``torch.compile`` (as the custom op
+``lscdistill::decode``); ``torch.export``, CUDA, other dtypes, other tracers (``jit.trace``, ``vmap``, fake
+tensors) and inputs that require grad run the tensor program, so an exported file never needs this library; systems
+beyond the kernel's limits get the rank table from it and are scored by the tensor program (see :func:`spec`).
 
 The shared library is compiled once per source, compiler and machine (~1 s) into ``$LSCDISTILL_CACHE`` (default
 ``$XDG_CACHE_HOME/lscdistill`` or ``~/.cache/lscdistill``) with ``$CC``, else the first of Python's compiler, ``cc``,
@@ -113,7 +114,7 @@ def _kernel() -> ctypes._CFuncPtr | None:
         if path.exists():
             try:
                 return _load(path)
-            except (OSError, AttributeError):  # a damaged or foreign file in the cache: built again below
+            except (OSError, AttributeError, ValueError):  # a damaged or foreign file in the cache: built again
                 path.unlink()
         _build(path)
         return _load(path)
@@ -213,7 +214,8 @@ def disabled() -> Iterator[None]:
 @contextlib.contextmanager
 def portable_rows() -> Iterator[None]:
     """Inside the block the kernel runs its portable rows (4-wide vectors, what a CPU without AVX2 runs) even where
-    the CPU has AVX2: for the tests and the benchmarks. Process-wide; the kernel must be available."""
+    the CPU has AVX2: for the tests and the benchmarks. Process-wide and not for overlapping use by several threads
+    (the first to leave switches it back for all); the kernel must be available."""
     kernel = _kernel()
     if kernel is None:
         raise RuntimeError("the native decoder is not available (see lscdistill.systems.native)")
