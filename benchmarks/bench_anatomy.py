@@ -39,7 +39,7 @@ from lscdistill.systems.base import row_divisor
 from lscdistill.systems.extremes import block_ends, block_width
 
 from ._common import Section, headline
-from .bench_predict import compile_fast, measure_cpu_interleaved, single_thread
+from .bench_predict import compile_fast, measure_cpu_interleaved, single_thread, tensor_program
 
 VIEWS = {"view", "slice", "select", "unsqueeze", "expand", "as_strided", "squeeze", "t", "transpose", "unbind"}
 VIEWS |= {"alias", "_unsafe_view", "reshape", "permute", "detach", "lift_fresh"}
@@ -102,12 +102,6 @@ def _stages(centers: SystemCenters, z: torch.Tensor) -> tuple[dict, dict]:
     return kernel, program
 
 
-def _tensor_program(fn: Callable, *args: object) -> object:
-    """``fn(*args)`` decoded by the tensor program (the C kernel switched off)."""
-    with native.disabled():
-        return fn(*args)
-
-
 def _portable_rows(fn: Callable, *args: object) -> object:
     """``fn(*args)`` with the C kernel's portable rows (what a CPU without AVX2 runs)."""
     with native.portable_rows():
@@ -150,7 +144,7 @@ def run(cfg: Config, device: torch.device) -> Section:
         zb = _batch(centers, batch)
         methods = {
             "fast": partial(centers.predict, zb, "fast"),
-            "fast, tensor program": partial(_tensor_program, centers.predict, zb, "fast"),
+            "fast, tensor program": partial(tensor_program, centers.predict, zb, "fast"),
         }
         if batch == cfg.batch and native.usable(zb):
             methods["fast, portable rows (no AVX2)"] = partial(_portable_rows, centers.predict, zb, "fast")
@@ -184,7 +178,7 @@ def _rows(section: Section, n: int, case: str, kind: str, times: dict, floor_key
 
 
 def _op_counts(section: Section, centers: SystemCenters, z: torch.Tensor, n: int, case: str) -> None:
-    for way, fn in (("", centers.predict), (", tensor program", partial(_tensor_program, centers.predict))):
+    for way, fn in (("", centers.predict), (", tensor program", partial(tensor_program, centers.predict))):
         fn(z, "fast")
         with _Count() as count:
             fn(z, "fast")

@@ -178,16 +178,17 @@ def _spec(system: PatternSystem) -> Spec | None:
     if plan.n_top > MAX_LIST or plan.n_bottom > MAX_LIST or plan.n_cols > MAX_COLS:
         return None
     families = system.families
+    joint = plan.joint_tables(torch.device("cpu"), torch.float32)
     scored = (
         len(families) <= MAX_FAMILIES
         and all(len(f.groups) <= MAX_GROUPS and type(f).index is Family.index for f in families)  # its arithmetic
-        and plan.joint_tables(torch.device("cpu"), torch.float32) is not None
+        and joint is not None
     )
     none = torch.empty(0, dtype=torch.long)
     tables = (none, none.float(), none.float(), none, none)
     layout = [len(families)]
     if scored:
-        tables = plan.joint_tables(torch.device("cpu"), torch.float32)
+        tables = joint
         for fam, lo in zip(families, system.offsets, strict=False):
             groups = [v for (_, k), stride in zip(fam.groups, fam._strides, strict=True) for v in (k, stride)]
             layout += [lo, len(fam.groups), *groups]
@@ -291,11 +292,8 @@ def _run(
     if z.stride(1) != 1:
         z = z.contiguous()
     rows, width = z.shape
-    k = n_top + sum(block_q) + (drop_col >= 0)
     n_var, n_slots = (dot_cols.shape[1], dot_cols.shape[0]) if scored else (0, 0)
-    divisor, ok, finite = z.new_empty(rows), z.new_empty(rows, dtype=torch.bool), z.new_empty(rows, dtype=torch.bool)
-    coords, values = z.new_empty((rows, k), dtype=torch.long), z.new_empty((rows, k))
-    index, score = z.new_empty(rows if scored else 0, dtype=torch.long), z.new_empty(rows if scored else 0)
+    divisor, ok, finite, coords, values, index, score = _outputs(z, n_top, block_q, drop_col, scored)
     blocks = torch.tensor([*block_p, *block_q], dtype=torch.long)
     scratch = z.new_empty(width)  # one row divided by its divisor (held here: the kernel writes it)
     done = kernel(
@@ -310,32 +308,19 @@ def _run(
     return divisor, ok, finite, coords, values, index, score
 
 
-def _decode_op(
-    z: torch.Tensor,
-    n_top: int,
-    n_bottom: int,
-    block_p: list[int],
-    block_q: list[int],
-    drop_col: int,
-    scored: bool,
-    dot_cols: torch.Tensor,
-    vals: torch.Tensor,
-    norms: torch.Tensor,
-    pos_cols: torch.Tensor,
-    family: torch.Tensor,
-    families: torch.Tensor,
-) -> Decoded:
-    tables = (dot_cols, vals, norms, pos_cols, family, families)
-    return _run(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables)  # eagerly, decode() calls _run
-
-
-def _decode_fake(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables):
+def _outputs(z: torch.Tensor, n_top: int, block_q: list[int], drop_col: int, scored: bool) -> Decoded:
+    """Empty outputs of :func:`decode` for ``z`` (real or fake tensors: the kernel fills them, or tracing reads
+    their shapes)."""
     rows, k, m = z.shape[0], n_top + sum(block_q) + (drop_col >= 0), z.shape[0] if scored else 0
     flags = (z.new_empty(rows, dtype=torch.bool), z.new_empty(rows, dtype=torch.bool))
     table = (z.new_empty((rows, k), dtype=torch.long), z.new_empty((rows, k)))
     return z.new_empty(rows), *flags, *table, z.new_empty(m, dtype=torch.long), z.new_empty(m)
 
 
-if _TRACEABLE:
-    _decode_op = torch.library.custom_op("lscdistill::decode", _decode_op, mutates_args=(), device_types="cpu")
+def _decode_fake(z, n_top, n_bottom, block_p, block_q, drop_col, scored, *tables):
+    return _outputs(z, n_top, block_q, drop_col, scored)
+
+
+if _TRACEABLE:  # the op runs _run (eagerly, decode() calls _run directly: no dispatch)
+    _decode_op = torch.library.custom_op("lscdistill::decode", _run, mutates_args=(), device_types="cpu")
     _decode_op.register_fake(_decode_fake)
